@@ -1,0 +1,114 @@
+//! Quantization rules with BitNet b1.58 semantics, and the block quantizers of
+//! the llama.cpp formats the project compares against.
+//!
+//! Rounding is round-half-to-even everywhere, like `torch.round` (BitNet's
+//! reference training code) and ggml's `nearest_int`.
+
+/// Smallest scale denominators are clamped to, as in BitNet's reference code.
+pub const SCALE_EPS: f32 = 1e-5;
+
+/// Round half to even, as an integer.
+#[inline]
+pub fn round_even(x: f32) -> i32 {
+    x.round_ties_even() as i32
+}
+
+/// BitNet b1.58 absmean ternarization: beta = max(mean|W|, 1e-5),
+/// W_t = clamp(round(W / beta), -1, 1). Returns (values, beta).
+///
+/// The mean is accumulated in f64 so it does not depend on the summation
+/// order; the division is written as a multiplication by 1/beta like the
+/// reference implementation (`w * (1 / beta)`), which decides exact ties.
+pub fn absmean_ternarize(w: &[f32]) -> (Vec<i8>, f32) {
+    let mean = if w.is_empty() {
+        0.0
+    } else {
+        (w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len() as f64) as f32
+    };
+    let beta = mean.max(SCALE_EPS);
+    let inv = 1.0 / beta;
+    let values = w
+        .iter()
+        .map(|&v| round_even(v * inv).clamp(-1, 1) as i8)
+        .collect();
+    (values, beta)
+}
+
+/// Per-token int8 absmax quantization (BitNet b1.58): s = 127 / max(|x|, 1e-5),
+/// q = clamp(round(x * s), -128, 127). Writes `q` (same length as `x`) and
+/// returns s; the real value of q is q / s.
+pub fn quantize_token_q8(x: &[f32], q: &mut [i8]) -> f32 {
+    debug_assert_eq!(x.len(), q.len());
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let s = 127.0 / amax.max(SCALE_EPS);
+    for (qi, &xi) in q.iter_mut().zip(x) {
+        *qi = round_even(xi * s).clamp(-128, 127) as i8;
+    }
+    s
+}
+
+/// Symmetric absmax block quantization to `[-127, 127]` (Q8_0, Q8_K), in
+/// llama.cpp's order of operations: d = amax / 127, q = round(x * (1 / d)).
+/// Returns d (0 for an all-zero block). Missing elements (`x` shorter than
+/// `q`) are zero.
+pub fn quantize_block_absmax_q8(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    q.fill(0);
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let d = amax / 127.0;
+    let inv = 1.0 / d;
+    for (qi, &xi) in q.iter_mut().zip(x) {
+        *qi = round_even(xi * inv).clamp(-127, 127) as i8;
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absmean_follows_the_bitnet_rule() {
+        // mean |w| = (0.1 + 0.5 + 1.0 + 2.4) / 4 = 1.0
+        let (v, beta) = absmean_ternarize(&[0.1, -0.5, 1.0, -2.4]);
+        assert_eq!(beta, 1.0);
+        // 0.1 -> 0, -0.5 -> -0 (tie to even), 1.0 -> 1, -2.4 -> clamp(-2) = -1
+        assert_eq!(v, vec![0, 0, 1, -1]);
+    }
+
+    #[test]
+    fn absmean_of_zeros_uses_the_epsilon() {
+        let (v, beta) = absmean_ternarize(&[0.0; 8]);
+        assert_eq!(beta, SCALE_EPS);
+        assert!(v.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn token_quantization_maps_absmax_to_127() {
+        let mut q = [0i8; 4];
+        let s = quantize_token_q8(&[0.5, -1.0, 0.25, 0.0], &mut q);
+        assert_eq!(s, 127.0);
+        // 63.5 -> 64 (ties to even), -127, 31.75 -> 32, 0
+        assert_eq!(q, [64, -127, 32, 0]);
+    }
+
+    #[test]
+    fn token_quantization_of_zeros_is_zero() {
+        let mut q = [1i8; 3];
+        let s = quantize_token_q8(&[0.0; 3], &mut q);
+        assert_eq!(q, [0; 3]);
+        assert_eq!(s, 127.0 / SCALE_EPS);
+    }
+
+    #[test]
+    fn block_quantization_pads_with_zero() {
+        let mut q = [5i8; 4];
+        let d = quantize_block_absmax_q8(&[2.0, -1.0], &mut q);
+        assert_eq!(d, 2.0 / 127.0);
+        assert_eq!(q, [127, -64, 0, 0]); // -63.5 -> -64 (ties to even)
+        assert_eq!(quantize_block_absmax_q8(&[0.0; 2], &mut q), 0.0);
+        assert_eq!(q, [0; 4]);
+    }
+}

@@ -1,0 +1,215 @@
+//! Scalar reference kernels, one per format: plain Rust with no target
+//! features, the oracle every SIMD kernel is checked against.
+//!
+//! They decode each weight from the packed bytes with the format's own
+//! accessors and accumulate in integers (ternary, 8- and 4-bit formats) or
+//! sequentially in f32 (f16). The float step after the integer sum is written
+//! once per format here; SIMD kernels may sum blocks in another order, which
+//! is why only i2s (one scaling per output) compares bit for bit after scaling.
+
+use crate::activations::{BlockActivations, BlockQ8K};
+use crate::formats::f16::F16Matrix;
+use crate::formats::i2s::{BlockI2s, I2sMatrix};
+use crate::formats::q4_0::{BlockQ4_0, Q4_0Matrix};
+use crate::formats::q8_0::{BlockQ8_0, Q8_0Matrix};
+use crate::formats::tq1::{BlockTq1, Tq1Matrix};
+use crate::formats::tq2::{BlockTq2, Tq2Matrix};
+use crate::formats::{BlockMatrix, Format, PackedBlock};
+use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
+
+/// Every scalar kernel, in format order.
+pub static KERNELS: [&dyn Kernel; 6] = [&I2s, &Tq2, &Tq1, &F16, &Q8_0, &Q4_0];
+
+const fn info(name: &'static str, format: Format, exact: bool) -> KernelInfo {
+    KernelInfo {
+        name,
+        format,
+        isa: Isa::Scalar,
+        exact,
+        requires: &[],
+        row_tile: 1,
+    }
+}
+
+/// Integer dot product of one I2_S block with 128 activations: sum(code * a).
+fn i2s_block_dot(block: &BlockI2s, a: &[i8]) -> i32 {
+    let mut acc = 0i32;
+    for (j, &byte) in block.qs.iter().enumerate() {
+        for group in 0..4 {
+            let code = (byte >> (6 - 2 * group)) & 3;
+            acc += code as i32 * a[group * 32 + j] as i32;
+        }
+    }
+    acc
+}
+
+pub struct I2s;
+static I2S: KernelInfo = info("i2s-scalar", Format::I2s, true);
+
+impl Kernel for I2s {
+    fn info(&self) -> &'static KernelInfo {
+        &I2S
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        let m = w.expect::<I2sMatrix>();
+        let act = x.act.token_q8();
+        let rows = out.rows();
+        for b in 0..out.batch() {
+            let a = act.row(b);
+            let factor = act.output_factor(b, m.scale);
+            for (y, r) in out.row_mut(b).iter_mut().zip(rows.clone()) {
+                let coded: i32 = m
+                    .packed
+                    .row(r)
+                    .iter()
+                    .zip(a.chunks_exact(128))
+                    .map(|(block, a)| i2s_block_dot(block, a))
+                    .sum();
+                // Codes are w + 1: subtract sum(a) to get sum(w * a).
+                *y = (coded - act.sum[b]) as f32 * factor;
+            }
+        }
+    }
+}
+
+/// y[b][r] = sum over blocks of isum(w_block, a_block) * (d_w * d_a), in
+/// block order, for formats whose weight and activation blocks pair 1:1.
+fn block_scaled_rows<W: PackedBlock, A>(
+    w: &BlockMatrix<W>,
+    act: &BlockActivations<A>,
+    out: &mut OutputTile<'_>,
+    isum: impl Fn(&W, &A) -> i32,
+    scale: impl Fn(&W, &A) -> f32,
+) {
+    let rows = out.rows();
+    for b in 0..out.batch() {
+        let a_row = act.row(b);
+        for (y, r) in out.row_mut(b).iter_mut().zip(rows.clone()) {
+            let mut sum = 0.0f32;
+            for (wb, ab) in w.row(r).iter().zip(a_row) {
+                sum += isum(wb, ab) as f32 * scale(wb, ab);
+            }
+            *y = sum;
+        }
+    }
+}
+
+pub struct Tq2;
+static TQ2: KernelInfo = info("tq2-scalar", Format::Tq2, true);
+
+impl Kernel for Tq2 {
+    fn info(&self) -> &'static KernelInfo {
+        &TQ2
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        block_scaled_rows(
+            w.expect::<Tq2Matrix>(),
+            x.act.q8k(),
+            out,
+            |wb: &BlockTq2, ab: &BlockQ8K| {
+                (0..256)
+                    .map(|i| (wb.code(i) as i32 - 1) * ab.qs[i] as i32)
+                    .sum()
+            },
+            |wb, ab| wb.d.to_f32() * ab.d,
+        );
+    }
+}
+
+pub struct Tq1;
+static TQ1: KernelInfo = info("tq1-scalar", Format::Tq1, true);
+
+impl Kernel for Tq1 {
+    fn info(&self) -> &'static KernelInfo {
+        &TQ1
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        block_scaled_rows(
+            w.expect::<Tq1Matrix>(),
+            x.act.q8k(),
+            out,
+            |wb: &BlockTq1, ab: &BlockQ8K| {
+                (0..256)
+                    .map(|i| (wb.code(i) as i32 - 1) * ab.qs[i] as i32)
+                    .sum()
+            },
+            |wb, ab| wb.d.to_f32() * ab.d,
+        );
+    }
+}
+
+pub struct Q8_0;
+static Q8_0_INFO: KernelInfo = info("q8_0-scalar", Format::Q8_0, true);
+
+impl Kernel for Q8_0 {
+    fn info(&self) -> &'static KernelInfo {
+        &Q8_0_INFO
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        block_scaled_rows(
+            w.expect::<Q8_0Matrix>(),
+            x.act.q8_0(),
+            out,
+            |wb: &BlockQ8_0, ab: &BlockQ8_0| {
+                wb.qs
+                    .iter()
+                    .zip(&ab.qs)
+                    .map(|(&w, &a)| w as i32 * a as i32)
+                    .sum()
+            },
+            |wb, ab| wb.d.to_f32() * ab.d.to_f32(),
+        );
+    }
+}
+
+pub struct Q4_0;
+static Q4_0_INFO: KernelInfo = info("q4_0-scalar", Format::Q4_0, true);
+
+impl Kernel for Q4_0 {
+    fn info(&self) -> &'static KernelInfo {
+        &Q4_0_INFO
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        block_scaled_rows(
+            w.expect::<Q4_0Matrix>(),
+            x.act.q8_0(),
+            out,
+            |wb: &BlockQ4_0, ab: &BlockQ8_0| {
+                (0..32)
+                    .map(|i| (wb.code(i) as i32 - 8) * ab.qs[i] as i32)
+                    .sum()
+            },
+            |wb, ab| wb.d.to_f32() * ab.d.to_f32(),
+        );
+    }
+}
+
+pub struct F16;
+static F16_INFO: KernelInfo = info("f16-scalar", Format::F16, false);
+
+impl Kernel for F16 {
+    fn info(&self) -> &'static KernelInfo {
+        &F16_INFO
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        let m = w.expect::<F16Matrix>();
+        let act = x.act.f32();
+        let rows = out.rows();
+        for b in 0..out.batch() {
+            let a = &act.row(b)[..m.cols];
+            for (y, r) in out.row_mut(b).iter_mut().zip(rows.clone()) {
+                let mut sum = 0.0f32;
+                for (wv, &av) in m.row(r)[..m.cols].iter().zip(a) {
+                    sum += wv.to_f32() * av;
+                }
+                *y = sum;
+            }
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The exactness matrix: every kernel this CPU can run, against the scalar
+//! and f64 references, over shapes around block and vector widths, batch 1
+//! and batch > 1, saturating and constant inputs, serial and threaded.
+//!
+//! Two kinds of check:
+//! - exact-scale inputs (all weight and activation scales 1, integer values):
+//!   every float operation is then exact, so every kernel's output must equal
+//!   the integer dot product bit for bit. This tests the integer
+//!   accumulators of every kernel without access to its internals.
+//! - real-valued random inputs: [`verify`] (bitwise for i2s, within the
+//!   float-rounding bound of the f64 reference otherwise).
+
+use proptest::prelude::*;
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64;
+use ternbench_kernels::activations::{
+    Activations, F32Activations, Q8KActivations, Q8_0Activations, TokenQ8,
+};
+use ternbench_kernels::formats::{ActivationScheme, DenseMatrix, Format, TernaryMatrix, Weights};
+use ternbench_kernels::kernel::pack_standard;
+use ternbench_kernels::parallel::{matmul, Executor, Threading};
+use ternbench_kernels::reference::reference;
+use ternbench_kernels::registry;
+use ternbench_kernels::verify::verify;
+use ternbench_kernels::Kernel;
+
+const COLS: [usize; 14] = [
+    1, 31, 32, 33, 63, 127, 128, 129, 255, 256, 257, 511, 513, 800,
+];
+const ROWS: [usize; 9] = [1, 2, 3, 4, 5, 8, 9, 17, 33];
+const BATCHES: [usize; 3] = [1, 2, 5];
+
+fn available() -> Vec<&'static dyn Kernel> {
+    registry::resolve("all").expect("the scalar kernels are always available")
+}
+
+#[derive(Clone, Copy, Debug)]
+enum WeightPattern {
+    Random,
+    AllNegative,
+    AllPositive,
+    AllZero,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ActPattern {
+    Random,
+    AllMax,
+    AllMin,
+    Alternating,
+}
+
+/// Weights whose standard packing has every scale equal to 1 and small integer values.
+fn exact_scale_weights(
+    format: Format,
+    rows: usize,
+    cols: usize,
+    p: WeightPattern,
+    rng: &mut Pcg64,
+) -> Weights {
+    let n = rows * cols;
+    if format.is_ternary() {
+        let values = (0..n)
+            .map(|_| match p {
+                WeightPattern::Random => rng.random_range(-1..=1),
+                WeightPattern::AllNegative => -1,
+                WeightPattern::AllPositive => 1,
+                WeightPattern::AllZero => 0,
+            })
+            .collect();
+        return Weights::Ternary(TernaryMatrix::new(rows, cols, values, 1.0).unwrap());
+    }
+    // (lowest, highest) integer weight, and the value that pins each block's scale to 1.
+    let (lo, hi, pin) = match format {
+        Format::Q8_0 => (-127, 127, Some(127.0)),
+        Format::Q4_0 => (-8, 7, Some(-8.0)),
+        Format::F16 => (-8, 8, None),
+        _ => unreachable!(),
+    };
+    let mut values: Vec<f32> = (0..n)
+        .map(|_| match p {
+            WeightPattern::Random => rng.random_range(lo..=hi) as f32,
+            WeightPattern::AllNegative => lo as f32,
+            WeightPattern::AllPositive => hi as f32,
+            WeightPattern::AllZero => 0.0,
+        })
+        .collect();
+    if let (Some(pin), false) = (pin, matches!(p, WeightPattern::AllZero)) {
+        let block = format.block_len();
+        for r in 0..rows {
+            for start in (0..cols).step_by(block) {
+                values[r * cols + start] = pin;
+            }
+        }
+    }
+    Weights::Dense(DenseMatrix::new(rows, cols, values).unwrap())
+}
+
+/// Activations with every scale 1 and integer values, in the scheme's full range.
+fn exact_scale_activations(
+    scheme: ActivationScheme,
+    batch: usize,
+    cols: usize,
+    p: ActPattern,
+    rng: &mut Pcg64,
+) -> Activations {
+    // TokenQ8 (BitNet) clamps to [-128, 127]; Q8_K and Q8_0 are symmetric.
+    let min = if scheme == ActivationScheme::TokenQ8 {
+        -128
+    } else {
+        -127
+    };
+    let q: Vec<i8> = (0..batch * cols)
+        .map(|i| match p {
+            ActPattern::Random => rng.random_range(min..=127),
+            ActPattern::AllMax => 127,
+            ActPattern::AllMin => min,
+            ActPattern::Alternating => [127, min][i % 2],
+        })
+        .collect();
+    match scheme {
+        ActivationScheme::TokenQ8 => {
+            Activations::TokenQ8(TokenQ8::from_quantized(batch, cols, &q, &vec![1.0; batch]))
+        }
+        ActivationScheme::Q8K => {
+            let blocks = batch * cols.div_ceil(256);
+            Activations::Q8K(Q8KActivations::from_quantized(
+                batch,
+                cols,
+                &q,
+                &vec![1.0; blocks],
+            ))
+        }
+        ActivationScheme::Q8_0 => {
+            let blocks = batch * cols.div_ceil(32);
+            Activations::Q8_0(Q8_0Activations::from_quantized(
+                batch,
+                cols,
+                &q,
+                &vec![1.0; blocks],
+            ))
+        }
+        ActivationScheme::F32 => {
+            let x: Vec<f32> = q.iter().map(|&v| v as f32).collect();
+            Activations::F32(F32Activations::new(&x, batch, cols))
+        }
+    }
+}
+
+/// Runs `kernel` on the given executor and returns y ([batch][rows]).
+fn run(kernel: &dyn Kernel, w: &Weights, act: &Activations, exec: &Executor) -> Vec<f32> {
+    let prepared = kernel.prepare(w).expect("prepare");
+    let input = kernel.prepare_input(act.clone());
+    let mut y = vec![f32::NAN; act.batch() * w.rows()];
+    matmul(kernel, &prepared, &input, exec, &mut y).expect("matmul");
+    y
+}
+
+#[test]
+fn exact_scale_inputs_give_bit_identical_outputs_for_every_kernel() {
+    let mut rng = Pcg64::seed_from_u64(0x7e57);
+    let threaded = Executor::new(Threading::Pool, 3, false).unwrap();
+    let serial = Executor::serial();
+    let kernels = available();
+    let mut checked = 0;
+    for format in Format::ALL {
+        let scheme = format.activation_scheme();
+        for &cols in &COLS {
+            for &rows in &ROWS {
+                for &batch in &BATCHES {
+                    let wp = [
+                        WeightPattern::Random,
+                        WeightPattern::AllNegative,
+                        WeightPattern::AllPositive,
+                        WeightPattern::AllZero,
+                    ][(rows + cols + batch) % 4];
+                    let ap = [
+                        ActPattern::Random,
+                        ActPattern::AllMax,
+                        ActPattern::AllMin,
+                        ActPattern::Alternating,
+                    ][(rows * 3 + cols + batch) % 4];
+                    let w = exact_scale_weights(format, rows, cols, wp, &mut rng);
+                    let act = exact_scale_activations(scheme, batch, cols, ap, &mut rng);
+                    let standard = pack_standard("test", format, &w).unwrap();
+                    let want: Vec<f32> = reference(&standard, &act)
+                        .y
+                        .iter()
+                        .map(|&v| v as f32)
+                        .collect();
+                    for kernel in kernels.iter().filter(|k| k.info().format == format) {
+                        for exec in [&serial, &threaded] {
+                            let got = run(*kernel, &w, &act, exec);
+                            let bad = got
+                                .iter()
+                                .zip(&want)
+                                .position(|(a, b)| a.to_bits() != b.to_bits());
+                            assert!(
+                                bad.is_none(),
+                                "{} {rows}x{cols} batch {batch} {wp:?}/{ap:?} x{}: y[{}] = {} want {}",
+                                kernel.info().name,
+                                exec.n_threads(),
+                                bad.unwrap(),
+                                got[bad.unwrap()],
+                                want[bad.unwrap()]
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= Format::ALL.len() * COLS.len() * ROWS.len() * BATCHES.len() * 2);
+}
+
+/// Real-valued weights and activations drawn from a seeded generator.
+fn random_case(
+    format: Format,
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    seed: u64,
+) -> (Weights, Vec<f32>) {
+    let mut rng = Pcg64::seed_from_u64(seed);
+    let dense: Vec<f32> = (0..rows * cols)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let dense = DenseMatrix::new(rows, cols, dense).unwrap();
+    let w = if format.is_ternary() {
+        Weights::Ternary(TernaryMatrix::from_absmean(&dense))
+    } else {
+        Weights::Dense(dense)
+    };
+    let x = (0..batch * cols)
+        .map(|_| rng.random_range(-4.0f32..4.0))
+        .collect();
+    (w, x)
+}
+
+fn check_random(
+    kernel: &dyn Kernel,
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    seed: u64,
+    exec: &Executor,
+) -> Result<(), String> {
+    let format = kernel.info().format;
+    let (w, x) = random_case(format, rows, cols, batch, seed);
+    let act = Activations::quantize(format.activation_scheme(), &x, batch, cols);
+    let y = run(kernel, &w, &act, exec);
+    let standard = pack_standard("test", format, &w).unwrap();
+    let v = verify(kernel, &standard, &act, &y);
+    match v.first_failure {
+        None => Ok(()),
+        Some(why) => Err(format!("{rows}x{cols} batch {batch} seed {seed}: {why}")),
+    }
+}
+
+#[test]
+fn random_inputs_verify_for_every_kernel() {
+    let exec = Executor::new(Threading::Pool, 2, false).unwrap();
+    for kernel in available() {
+        for (i, &cols) in COLS.iter().enumerate() {
+            for &rows in &[1, 7, 33] {
+                for &batch in &[1, 3] {
+                    check_random(kernel, rows, cols, batch, i as u64, &exec).unwrap();
+                }
+            }
+        }
+    }
+}
+
+fn v_is_bitwise(kernel: &dyn Kernel) -> bool {
+    kernel.info().exact && kernel.info().format.activation_scheme() == ActivationScheme::TokenQ8
+}
+
+#[test]
+fn verify_catches_a_wrong_output() {
+    for kernel in available() {
+        let format = kernel.info().format;
+        let (w, x) = random_case(format, 5, 300, 2, 9);
+        let act = Activations::quantize(format.activation_scheme(), &x, 2, 300);
+        let mut y = run(kernel, &w, &act, &Executor::serial());
+        let standard = pack_standard("test", format, &w).unwrap();
+        assert!(
+            verify(kernel, &standard, &act, &y).ok,
+            "{}",
+            kernel.info().name
+        );
+        // The allowed difference must stay far below the output's size, or
+        // it would hide wrong kernels.
+        let r = reference(&standard, &act);
+        assert!(
+            r.tolerance(7) < 1e-3 * r.magnitude[7] + 1e-30,
+            "{}",
+            kernel.info().name
+        );
+        // Move one output just past its bound (one ulp for bitwise checks).
+        let step = (2.0 * r.tolerance(7)) as f32;
+        y[7] = if v_is_bitwise(kernel) {
+            f32::from_bits(y[7].to_bits() + 1)
+        } else {
+            y[7] + step.max(y[7].abs() * 1e-6)
+        };
+        let v = verify(kernel, &standard, &act, &y);
+        assert!(
+            !v.ok,
+            "{}: a changed output passed verification",
+            kernel.info().name
+        );
+        assert!(v.first_failure.unwrap().contains("y[1][2]"));
+        y[7] = f32::NAN;
+        assert!(!verify(kernel, &standard, &act, &y).ok);
+    }
+}
+
+#[test]
+fn threading_strategies_agree_bit_for_bit() {
+    let pool = Executor::new(Threading::Pool, 4, false).unwrap();
+    let rayon = Executor::new(Threading::Rayon, 3, false).unwrap();
+    for kernel in available() {
+        let format = kernel.info().format;
+        let (w, x) = random_case(format, 67, 384, 3, 5);
+        let act = Activations::quantize(format.activation_scheme(), &x, 3, 384);
+        let serial = run(kernel, &w, &act, &Executor::serial());
+        for exec in [&pool, &rayon] {
+            let got = run(kernel, &w, &act, exec);
+            assert!(
+                got.iter()
+                    .zip(&serial)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{} differs under {:?}",
+                kernel.info().name,
+                exec
+            );
+        }
+    }
+}
+
+#[test]
+fn scalar_references_agree_with_the_f64_reference() {
+    // The scalar kernels decode packed bytes themselves; the f64 reference
+    // decodes through the formats' unpack functions. Agreement cross-checks both.
+    for format in Format::ALL {
+        let scalar = registry::reference(format);
+        for seed in 0..4 {
+            check_random(scalar, 9, 700, 2, seed, &Executor::serial()).unwrap();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_shapes_verify(rows in 1usize..40, cols in 1usize..700, batch in 1usize..5, seed in any::<u64>(), which in any::<prop::sample::Index>()) {
+        let kernels = available();
+        let kernel = kernels[which.index(kernels.len())];
+        let exec = Executor::new(Threading::Pool, 2, false).unwrap();
+        prop_assert_eq!(check_random(kernel, rows, cols, batch, seed, &exec), Ok(()));
+    }
+}
