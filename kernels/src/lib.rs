@@ -13,6 +13,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod activations;
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 pub mod cpu;
 pub mod formats;
 pub mod kernel;
@@ -22,5 +24,7 @@ pub mod reference;
 pub mod registry;
 pub mod scalar;
 pub mod verify;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
 
 pub use kernel::{Isa, Kernel, KernelError, KernelInfo, PreparedInput, PreparedWeights};

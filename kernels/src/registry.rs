@@ -28,6 +28,10 @@ pub fn all() -> &'static [&'static dyn Kernel] {
     static ALL: OnceLock<Vec<&'static dyn Kernel>> = OnceLock::new();
     ALL.get_or_init(|| {
         let mut v: Vec<&'static dyn Kernel> = crate::scalar::KERNELS.to_vec();
+        #[cfg(target_arch = "x86_64")]
+        v.extend_from_slice(crate::x86_64::KERNELS);
+        #[cfg(target_arch = "aarch64")]
+        v.extend_from_slice(crate::aarch64::KERNELS);
         v.sort_by_key(|k| (k.info().format, k.info().isa));
         v
     })
