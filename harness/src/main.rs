@@ -1,1 +1,5 @@
-fn main() {}
+//! The `ternbench` binary.
+
+fn main() -> std::process::ExitCode {
+    ternbench::cli::main()
+}

@@ -12,9 +12,9 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod activations;
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+pub mod activations;
 pub mod cpu;
 pub mod formats;
 pub mod kernel;

@@ -1,0 +1,337 @@
+//! `ternbench layer`: one linear layer, y = W x, timed for every requested
+//! kernel, batch size and thread count.
+//!
+//! For each shape the synthetic weights are generated once and every kernel
+//! packs them once. For each (batch, threads) group every kernel's first
+//! output is checked against the reference before it is timed; a kernel that
+//! fails gets a row with `verified=false` and no speed. The kernels of a group
+//! are then timed interleaved, so their ratios (and the speedup over the
+//! fp16 baseline, timed in the same group) are not skewed by machine drift.
+//! The timed operation is what a layer costs at inference: quantizing the
+//! activations plus the matrix multiply.
+
+use crate::measure::{time_interleaved, SystemInfo, TimingPlan};
+use crate::output::{Row, Sink};
+use crate::synth;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Instant;
+use ternbench_kernels::activations::Activations;
+use ternbench_kernels::formats::{Format, Weights};
+use ternbench_kernels::kernel::pack_standard;
+use ternbench_kernels::parallel::{matmul, Executor, Threading};
+use ternbench_kernels::verify::Expected;
+use ternbench_kernels::{registry, Kernel, PreparedWeights};
+
+/// A weight matrix shape, out x in (rows x cols), as written on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.rows, self.cols)
+    }
+}
+
+impl std::str::FromStr for Shape {
+    type Err = String;
+
+    /// Parses `ROWSxCOLS` with both at least 1, e.g. `2560x6912`.
+    fn from_str(s: &str) -> Result<Shape, String> {
+        let expected = "expected ROWSxCOLS with positive integers, e.g. 2560x6912";
+        let (r, c) = s
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("shape '{s}': {expected}"))?;
+        let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+        match (parse(r), parse(c)) {
+            (Some(rows), Some(cols)) if rows.checked_mul(cols).is_some() => {
+                Ok(Shape { rows, cols })
+            }
+            _ => Err(format!("shape '{s}': {expected}")),
+        }
+    }
+}
+
+/// Everything a layer benchmark needs.
+#[derive(Clone)]
+pub struct LayerBench {
+    pub kernels: Vec<&'static dyn Kernel>,
+    pub shapes: Vec<Shape>,
+    pub batches: Vec<usize>,
+    pub threads: Vec<usize>,
+    pub threading: Threading,
+    pub pin: bool,
+    /// Time the `f16` baseline in every group (added when not requested).
+    pub baseline: bool,
+    pub plan: TimingPlan,
+    pub seed: u64,
+}
+
+/// What a run produced.
+#[derive(Debug, Default)]
+pub struct LayerSummary {
+    pub rows_written: usize,
+    /// Kernels whose output failed verification, with the reason.
+    pub failures: Vec<String>,
+}
+
+/// One kernel's packed weights for the current shape.
+struct Packed {
+    kernel: &'static dyn Kernel,
+    weights: PreparedWeights,
+    prepare_ms: f64,
+}
+
+/// The kernels of a group: the requested ones plus the fp16 baseline.
+fn group_kernels(bench: &LayerBench) -> Vec<&'static dyn Kernel> {
+    let mut kernels = bench.kernels.clone();
+    if bench.baseline && !kernels.iter().any(|k| k.info().format == Format::F16) {
+        kernels.push(registry::auto(Format::F16));
+    }
+    kernels
+}
+
+/// The kernel whose time is the fp16 baseline: the fastest verified f16
+/// kernel of the group (the baseline must never be a weak one).
+fn baseline_median(results: &[(&'static dyn Kernel, Option<f64>)]) -> Option<f64> {
+    results
+        .iter()
+        .filter(|(k, _)| k.info().format == Format::F16)
+        .filter_map(|(_, median)| *median)
+        .min_by(f64::total_cmp)
+}
+
+pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> {
+    let sys = SystemInfo::get();
+    let kernels = group_kernels(bench);
+    let mut summary = LayerSummary::default();
+    for (si, &shape) in bench.shapes.iter().enumerate() {
+        eprintln!(
+            "layer {shape}: generating weights and packing for {} kernels",
+            kernels.len()
+        );
+        let ternary = synth::ternary_matrix(shape.rows, shape.cols, bench.seed ^ (si as u64 + 1));
+        let weights = Weights::Ternary(ternary);
+        let mut standard: HashMap<Format, PreparedWeights> = HashMap::new();
+        let mut packed = Vec::with_capacity(kernels.len());
+        for &kernel in &kernels {
+            let info = kernel.info();
+            let start = Instant::now();
+            let prepared = kernel
+                .prepare(&weights)
+                .with_context(|| format!("{}: packing {shape}", info.name))?;
+            let prepare_ms = start.elapsed().as_secs_f64() * 1e3;
+            if let std::collections::hash_map::Entry::Vacant(e) = standard.entry(info.format) {
+                e.insert(pack_standard(info.name, info.format, &weights)?);
+            }
+            packed.push(Packed {
+                kernel,
+                weights: prepared,
+                prepare_ms,
+            });
+        }
+        for &batch in &bench.batches {
+            let x = synth::activations(
+                batch,
+                shape.cols,
+                bench.seed ^ 0x5eed ^ (batch as u64) << 32,
+            );
+            let acts: HashMap<Format, Activations> = standard
+                .keys()
+                .map(|&f| {
+                    (
+                        f,
+                        Activations::quantize(f.activation_scheme(), &x, batch, shape.cols),
+                    )
+                })
+                .collect();
+            let expected: HashMap<Format, Expected<'_>> = standard
+                .iter()
+                .map(|(f, w)| (*f, Expected::new(w, &acts[f])))
+                .collect();
+            for &threads in &bench.threads {
+                let exec = Executor::new(bench.threading, threads, bench.pin)?;
+                run_group(
+                    bench,
+                    sys,
+                    shape,
+                    batch,
+                    &exec,
+                    &packed,
+                    &x,
+                    &acts,
+                    &expected,
+                    sink,
+                    &mut summary,
+                )?;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_group(
+    bench: &LayerBench,
+    sys: &SystemInfo,
+    shape: Shape,
+    batch: usize,
+    exec: &Executor,
+    packed: &[Packed],
+    x: &[f32],
+    acts: &HashMap<Format, Activations>,
+    expected: &HashMap<Format, Expected<'_>>,
+    sink: &mut Sink,
+    summary: &mut LayerSummary,
+) -> anyhow::Result<()> {
+    let n_out = batch * shape.rows;
+    // Verify each kernel's first output.
+    let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(packed.len());
+    let mut verdicts = Vec::with_capacity(packed.len());
+    for p in packed {
+        let format = p.kernel.info().format;
+        let input = p.kernel.prepare_input(acts[&format].clone());
+        let mut y = vec![f32::NAN; n_out];
+        matmul(p.kernel, &p.weights, &input, exec, &mut y)?;
+        verdicts.push(expected[&format].check(p.kernel, &y));
+        outputs.push(y);
+    }
+    // Time the verified kernels interleaved.
+    let timed: Vec<usize> = (0..packed.len()).filter(|&i| verdicts[i].ok).collect();
+    let mut buffers: Vec<Vec<f32>> = timed.iter().map(|_| vec![0.0f32; n_out]).collect();
+    let mut ops: Vec<Box<dyn FnMut() + '_>> = timed
+        .iter()
+        .zip(buffers.iter_mut())
+        .map(|(&i, y)| {
+            let p = &packed[i];
+            Box::new(move || {
+                let input = p.kernel.prepare_input_f32(x, batch, shape.cols);
+                matmul(p.kernel, &p.weights, &input, exec, y)
+                    .expect("shapes were checked by the verified call");
+            }) as Box<dyn FnMut() + '_>
+        })
+        .collect();
+    let mut op_refs: Vec<&mut dyn FnMut()> = ops
+        .iter_mut()
+        .map(|b| b.as_mut() as &mut dyn FnMut())
+        .collect();
+    let stats = if op_refs.is_empty() {
+        Vec::new()
+    } else {
+        time_interleaved(&bench.plan, &mut op_refs)
+    };
+    drop(op_refs);
+    drop(ops);
+    let mut medians: Vec<Option<f64>> = vec![None; packed.len()];
+    for (j, &i) in timed.iter().enumerate() {
+        // A kernel must also be deterministic: the last timed output must
+        // equal the verified one bit for bit.
+        let same = buffers[j]
+            .iter()
+            .zip(&outputs[i])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        if same {
+            medians[i] = Some(stats[j].median);
+        } else {
+            verdicts[i].ok = false;
+            verdicts[i].first_failure = Some(format!(
+                "{}: output changed between calls (nondeterministic kernel)",
+                packed[i].kernel.info().name
+            ));
+        }
+    }
+    let results: Vec<_> = packed
+        .iter()
+        .map(|p| p.kernel)
+        .zip(medians.iter().copied())
+        .collect();
+    let baseline = baseline_median(&results);
+    for (i, p) in packed.iter().enumerate() {
+        let info = p.kernel.info();
+        let mut row = Row::new(sys);
+        row.kernel = info.name.into();
+        row.kernel_isa = info.isa.name().into();
+        row.wtype = info.format.name().into();
+        row.bits_per_weight = info.bits_per_weight();
+        row.exact = info.exact;
+        row.threading = exec.threading().name().into();
+        row.n_threads = exec.n_threads();
+        row.pinned = exec.pinned();
+        row.test = "layer".into();
+        row.rows = shape.rows;
+        row.cols = shape.cols;
+        row.batch = batch;
+        row.reps = bench.plan.reps;
+        row.weight_bytes = p.weights.weight_bytes;
+        row.prepare_ms = p.prepare_ms;
+        row.verified = verdicts[i].ok;
+        row.max_abs_err = verdicts[i].max_abs_err;
+        if let (Some(median), Some(j)) = (medians[i], timed.iter().position(|&t| t == i)) {
+            let s = stats[j];
+            row.avg_ns = Some(s.mean);
+            row.median_ns = Some(median);
+            row.stddev_ns = Some(s.stddev);
+            row.min_ns = Some(s.min);
+            row.gbs = Some(p.weights.weight_bytes as f64 / median);
+            row.gops = Some(2.0 * (shape.rows * shape.cols * batch) as f64 / median);
+            row.speedup_vs_f16 = baseline.map(|b| b / median);
+        }
+        if let Some(why) = &verdicts[i].first_failure {
+            eprintln!("error: {why}; no speed reported");
+            row.note = why.clone();
+            summary.failures.push(why.clone());
+        }
+        sink.write(&row)?;
+        summary.rows_written += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_parse_and_refuse_bad_input() {
+        assert_eq!(
+            "2560x6912".parse::<Shape>(),
+            Ok(Shape {
+                rows: 2560,
+                cols: 6912
+            })
+        );
+        assert_eq!("3X5".parse::<Shape>(), Ok(Shape { rows: 3, cols: 5 }));
+        for bad in [
+            "",
+            "2560",
+            "0x5",
+            "5x0",
+            "axb",
+            "5x-1",
+            "99999999999x99999999999",
+        ] {
+            let err = bad.parse::<Shape>().unwrap_err();
+            assert!(err.contains("expected ROWSxCOLS"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn baseline_is_the_fastest_verified_f16_kernel() {
+        let f16 = registry::reference(Format::F16);
+        let i2s = registry::reference(Format::I2s);
+        assert_eq!(
+            baseline_median(&[
+                (i2s, Some(1.0)),
+                (f16, Some(5.0)),
+                (f16, Some(4.0)),
+                (f16, None)
+            ]),
+            Some(4.0)
+        );
+        assert_eq!(baseline_median(&[(i2s, Some(1.0))]), None);
+    }
+}

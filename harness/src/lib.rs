@@ -1,0 +1,15 @@
+//! ternbench: the harness around the kernels of `ternbench-kernels`.
+//!
+//! - [`cli`]: the `ternbench` command line;
+//! - [`layer`]: one-layer benchmarks (verify, then time interleaved);
+//! - [`config`]: benchmark configurations (TOML);
+//! - [`measure`]: timing, statistics, system information;
+//! - [`synth`]: seeded synthetic weights and activations of real shapes;
+//! - [`output`]: result rows, CSV and tables.
+
+pub mod cli;
+pub mod config;
+pub mod layer;
+pub mod measure;
+pub mod output;
+pub mod synth;

@@ -1,0 +1,8 @@
+//! Measurement: timing loops and statistics, and the system information
+//! recorded beside every figure.
+
+pub mod stats;
+pub mod system;
+
+pub use stats::{time_interleaved, time_op, Stats, TimingPlan};
+pub use system::SystemInfo;

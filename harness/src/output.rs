@@ -1,0 +1,294 @@
+//! Result rows and where they go: a CSV file appended and flushed row by
+//! row (so an interrupted run keeps every finished measurement), CSV on
+//! stdout, or an aligned table on stdout.
+//!
+//! The CSV schema is a superset of llama-bench's column names where they
+//! overlap, versioned by `schema_version`.
+
+use crate::measure::SystemInfo;
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Version of the CSV schema below; bump it when columns change meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One measurement.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Row {
+    pub schema_version: u32,
+    pub build_commit: String,
+    pub rustc: String,
+    pub test_time: String,
+    pub cpu_info: String,
+    pub cpu_features: String,
+    pub arch: String,
+    pub n_cores: usize,
+    pub caches: String,
+    pub memory_bytes: u64,
+    pub os: String,
+    pub kernel: String,
+    pub kernel_isa: String,
+    pub wtype: String,
+    pub bits_per_weight: f64,
+    pub exact: bool,
+    pub threading: String,
+    pub n_threads: usize,
+    pub pinned: bool,
+    /// `layer` for one linear layer.
+    pub test: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub batch: usize,
+    pub reps: usize,
+    pub avg_ns: Option<f64>,
+    pub median_ns: Option<f64>,
+    pub stddev_ns: Option<f64>,
+    pub min_ns: Option<f64>,
+    /// Packed weight bytes per call / median time.
+    pub gbs: Option<f64>,
+    /// 2 * rows * cols * batch / median time (a multiply-add counts 2).
+    pub gops: Option<f64>,
+    /// Median time of the fp16 baseline kernel in the same run / this median.
+    pub speedup_vs_f16: Option<f64>,
+    pub weight_bytes: usize,
+    pub prepare_ms: f64,
+    pub verified: bool,
+    pub max_abs_err: f64,
+    pub note: String,
+}
+
+impl Row {
+    /// A row with the system columns filled and the rest empty.
+    pub fn new(sys: &SystemInfo) -> Row {
+        Row {
+            schema_version: SCHEMA_VERSION,
+            build_commit: sys.commit.clone(),
+            rustc: sys.rustc.clone(),
+            test_time: utc_timestamp(std::time::SystemTime::now()),
+            cpu_info: sys.cpu_model.clone(),
+            cpu_features: sys.cpu_features.clone(),
+            arch: sys.arch.clone(),
+            n_cores: sys.physical_cores,
+            caches: sys.caches.clone(),
+            memory_bytes: sys.memory_bytes,
+            os: sys.os.clone(),
+            kernel: String::new(),
+            kernel_isa: String::new(),
+            wtype: String::new(),
+            bits_per_weight: 0.0,
+            exact: false,
+            threading: String::new(),
+            n_threads: 0,
+            pinned: false,
+            test: String::new(),
+            rows: 0,
+            cols: 0,
+            batch: 0,
+            reps: 0,
+            avg_ns: None,
+            median_ns: None,
+            stddev_ns: None,
+            min_ns: None,
+            gbs: None,
+            gops: None,
+            speedup_vs_f16: None,
+            weight_bytes: 0,
+            prepare_ms: 0.0,
+            verified: false,
+            max_abs_err: 0.0,
+            note: String::new(),
+        }
+    }
+}
+
+/// Output format on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+}
+
+/// Where rows go as they complete.
+pub struct Sink {
+    format: OutputFormat,
+    stdout_csv: Option<csv::Writer<io::Stdout>>,
+    file: Option<(PathBuf, csv::Writer<File>)>,
+    table_header_done: bool,
+}
+
+impl Sink {
+    /// Rows go to stdout in `format`, and, with `file`, are appended to that
+    /// CSV file (header written only when the file is new or empty).
+    pub fn new(format: OutputFormat, file: Option<&Path>) -> anyhow::Result<Sink> {
+        let file = match file {
+            None => None,
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        anyhow::anyhow!("cannot create directory {}: {e}", dir.display())
+                    })?;
+                }
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot open {} for appending: {e}", path.display())
+                    })?;
+                let is_new = f.metadata().map(|m| m.len() == 0).unwrap_or(true);
+                let w = csv::WriterBuilder::new().has_headers(is_new).from_writer(f);
+                Some((path.to_path_buf(), w))
+            }
+        };
+        Ok(Sink {
+            format,
+            stdout_csv: (format == OutputFormat::Csv)
+                .then(|| csv::Writer::from_writer(io::stdout())),
+            file,
+            table_header_done: false,
+        })
+    }
+
+    pub fn file_path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// Writes one row everywhere and flushes, so it survives an interruption.
+    pub fn write(&mut self, row: &Row) -> anyhow::Result<()> {
+        if let Some((path, w)) = &mut self.file {
+            w.serialize(row)
+                .and_then(|_| w.flush().map_err(csv::Error::from))
+                .map_err(|e| anyhow::anyhow!("cannot write to {}: {e}", path.display()))?;
+        }
+        match self.format {
+            OutputFormat::Csv => {
+                let w = self
+                    .stdout_csv
+                    .as_mut()
+                    .expect("csv writer exists in csv mode");
+                w.serialize(row)?;
+                w.flush()?;
+            }
+            OutputFormat::Table => {
+                let mut out = io::stdout().lock();
+                if !self.table_header_done {
+                    writeln!(out, "{}", table_line(None))?;
+                    self.table_header_done = true;
+                }
+                writeln!(out, "{}", table_line(Some(row)))?;
+                out.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or_else(|| "-".to_string(), f)
+}
+
+/// One line of the aligned table; `None` gives the header.
+fn table_line(row: Option<&Row>) -> String {
+    let Some(r) = row else {
+        return format!(
+            "{:<16} {:>12} {:>5} {:>3} {:>12} {:>9} {:>8} {:>8} {:>7} {:>8}",
+            "kernel",
+            "shape",
+            "batch",
+            "thr",
+            "median_us",
+            "stddev",
+            "GB/s",
+            "GOP/s",
+            "vs_f16",
+            "verified"
+        );
+    };
+    let verified = if r.verified { "yes" } else { "NO" };
+    format!(
+        "{:<16} {:>12} {:>5} {:>3} {:>12} {:>9} {:>8} {:>8} {:>7} {:>8}",
+        r.kernel,
+        format!("{}x{}", r.rows, r.cols),
+        r.batch,
+        r.n_threads,
+        opt(r.median_ns, |v| format!("{:.1}", v / 1e3)),
+        r.stddev_ns.zip(r.median_ns).map_or_else(
+            || "-".to_string(),
+            |(sd, med)| format!("{:.1}%", 100.0 * sd / med)
+        ),
+        opt(r.gbs, |v| format!("{v:.1}")),
+        opt(r.gops, |v| format!("{v:.1}")),
+        opt(r.speedup_vs_f16, |v| format!("{v:.2}x")),
+        verified
+    )
+}
+
+/// RFC 3339 UTC timestamp, e.g. `2026-11-24T18:43:13Z`.
+pub fn utc_timestamp(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian calendar
+/// (the standard era-based conversion).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        // 2026-11-24T18:43:13Z
+        assert_eq!(
+            utc_timestamp(UNIX_EPOCH + Duration::from_secs(1_795_545_793)),
+            "2026-11-24T18:43:13Z"
+        );
+        // A leap day.
+        assert_eq!(
+            utc_timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn csv_file_gets_one_header_and_appended_rows() {
+        let dir = std::env::temp_dir().join(format!("ternbench-sink-{}", std::process::id()));
+        let path = dir.join("results.csv");
+        let _ = std::fs::remove_file(&path);
+        let mut row = Row::new(SystemInfo::get());
+        row.kernel = "i2s-scalar".into();
+        for _ in 0..2 {
+            let mut sink = Sink::new(OutputFormat::Csv, Some(&path)).unwrap();
+            sink.write(&row).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.starts_with("schema_version,build_commit"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,246 @@
+//! End-to-end tests of the `ternbench` command line: listing, verified layer
+//! runs, configuration runs, and bad input (exit code 2, a message that says
+//! what was expected, never a panic).
+
+use ternbench_tests::{run, text};
+
+fn assert_no_panic(stderr: &str) {
+    assert!(
+        !stderr.contains("panicked"),
+        "the binary panicked:\n{stderr}"
+    );
+}
+
+#[test]
+fn kernels_lists_every_scalar_kernel_as_available() {
+    let out = run(&["kernels", "--format", "csv"]);
+    assert!(out.status.success());
+    let (stdout, _) = text(&out);
+    let mut r = csv::Reader::from_reader(stdout.as_bytes());
+    let rows: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+    for format in ["i2s", "tq2", "tq1", "f16", "q8_0", "q4_0"] {
+        let name = format!("{format}-scalar");
+        let row = rows
+            .iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(&row[5], "yes", "{name} should be available");
+    }
+    // Every kernel listed as unavailable says which feature is missing.
+    for row in &rows {
+        assert!(
+            &row[5] == "yes" || row[5].starts_with("no (needs "),
+            "{:?}",
+            row
+        );
+    }
+}
+
+#[test]
+fn layer_verifies_and_times_every_kernel() {
+    let out = run(&[
+        "layer",
+        "--kernel",
+        "all",
+        "--shape",
+        "40x300,7x257",
+        "--batch",
+        "1,3",
+        "--threads",
+        "1,2",
+        "--reps",
+        "2",
+        "--warmup-ms",
+        "1",
+        "--min-sample-ms",
+        "1",
+        "--format",
+        "csv",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let mut r = csv::Reader::from_reader(stdout.as_bytes());
+    let headers = r.headers().unwrap().clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("column {name}"))
+    };
+    let rows: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+    let kernels = ternbench_kernels::registry::resolve("all").unwrap().len();
+    assert_eq!(rows.len(), kernels * 2 * 2 * 2);
+    for row in &rows {
+        assert_eq!(&row[col("verified")], "true", "{row:?}");
+        let median: f64 = row[col("median_ns")].parse().unwrap();
+        assert!(median > 0.0);
+        assert!(row[col("speedup_vs_f16")].parse::<f64>().unwrap() > 0.0);
+        assert_eq!(&row[col("schema_version")], "1");
+    }
+}
+
+#[test]
+fn sweep_writes_results_csv_row_by_row() {
+    let dir = std::env::temp_dir().join(format!("ternbench-e2e-sweep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("small.toml");
+    std::fs::write(
+        &config,
+        "name = \"small\"\nkernels = [\"i2s-auto\", \"tq2-scalar\"]\nthreads = [1]\nreps = 2\nwarmup_ms = 1\nmin_sample_ms = 1\n[layer]\nshapes = [\"16x256\"]\nbatch = [1, 2]\n",
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let out = run(&[
+        "sweep",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let csv_text = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    // 3 kernels (two requested + the f16 baseline) x 2 batch sizes, plus the header.
+    assert_eq!(csv_text.lines().count(), 1 + 3 * 2, "{csv_text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs a bad command line and returns stderr, checking exit code 2 and no panic.
+fn refused(args: &[&str]) -> String {
+    let out = run(args);
+    let (_, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?} should exit 2:\n{stderr}"
+    );
+    assert_no_panic(&stderr);
+    stderr
+}
+
+#[test]
+fn bad_command_lines_exit_2_with_what_was_expected() {
+    let e = refused(&["layer", "--kernel", "i2s-nope", "--shape", "8x8"]);
+    assert!(
+        e.contains("unknown kernel 'i2s-nope'") && e.contains("i2s-scalar"),
+        "{e}"
+    );
+    for shape in ["0x5", "5x0", "5by5", "x", "-3x4"] {
+        let arg = format!("--shape={shape}");
+        let e = refused(&["layer", "--kernel", "i2s-scalar", &arg]);
+        assert!(e.contains("expected ROWSxCOLS"), "{shape}: {e}");
+    }
+    let e = refused(&[
+        "layer",
+        "--kernel",
+        "i2s-scalar",
+        "--shape",
+        "8x8",
+        "--threads",
+        "0",
+    ]);
+    assert!(e.contains("at least 1"), "{e}");
+    let e = refused(&[
+        "layer",
+        "--kernel",
+        "i2s-scalar",
+        "--shape",
+        "8x8",
+        "--threads",
+        "two",
+    ]);
+    assert!(e.contains("at least 1"), "{e}");
+    let e = refused(&["layer", "--kernel", "i2s-scalar"]);
+    assert!(e.contains("--shape"), "{e}");
+    let e = refused(&[
+        "layer",
+        "--kernel",
+        "i2s-scalar",
+        "--shape",
+        "8x8",
+        "--threading",
+        "openmp",
+    ]);
+    assert!(e.contains("'pool' or 'rayon'"), "{e}");
+    refused(&["no-such-command"]);
+}
+
+#[test]
+fn unavailable_kernels_are_refused_by_name() {
+    let missing = ternbench_kernels::registry::all().iter().find_map(|k| {
+        ternbench_kernels::registry::availability(*k)
+            .err()
+            .map(|f| (k.info().name, f))
+    });
+    if let Some((name, feature)) = missing {
+        let e = refused(&["layer", "--kernel", name, "--shape", "8x8"]);
+        assert!(e.contains(name) && e.contains(feature.name()), "{e}");
+    }
+}
+
+#[test]
+fn bad_config_files_exit_2_with_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("ternbench-e2e-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "name = \"bad\"\nkernels = [\"all\"]\nthreads = [1]\nrepz = 3\n[layer]\nshapes = [\"8x8\"]\n").unwrap();
+    let e = refused(&["sweep", "--config", config.to_str().unwrap()]);
+    assert!(e.contains("bad.toml:4:") && e.contains("repz"), "{e}");
+    let e = refused(&[
+        "sweep",
+        "--config",
+        dir.join("missing.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("missing.toml") && e.contains("cannot read"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn help_is_complete() {
+    for args in [
+        &["--help"][..],
+        &["layer", "--help"],
+        &["kernels", "--help"],
+        &["sweep", "--help"],
+    ] {
+        let out = run(args);
+        assert!(out.status.success());
+        let (stdout, _) = text(&out);
+        assert!(stdout.contains("Usage"), "{stdout}");
+    }
+    let (stdout, _) = text(&run(&["layer", "--help"]));
+    for flag in [
+        "--kernel",
+        "--shape",
+        "--batch",
+        "--threads",
+        "--reps",
+        "--threading",
+        "--pin",
+        "--format",
+        "--out",
+    ] {
+        assert!(stdout.contains(flag), "layer --help lacks {flag}");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn readme_coverage_table_matches_the_registry() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let begin = "<!-- coverage:x86_64:begin -->\n";
+    let start = readme.find(begin).expect("coverage begin marker") + begin.len();
+    let end = readme
+        .find("<!-- coverage:x86_64:end -->")
+        .expect("coverage end marker");
+    assert_eq!(
+        &readme[start..end],
+        ternbench::cli::coverage_markdown(),
+        "README coverage table is stale: paste `ternbench kernels --format markdown`"
+    );
+}
