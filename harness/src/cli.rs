@@ -39,6 +39,8 @@ enum Command {
     },
     /// Time one linear layer (y = W x) for each kernel, shape, batch size and thread count, after verifying its output.
     Layer(LayerArgs),
+    /// Tokens per second of a whole model (ppN, tgN), with the fp16 baseline timed in the same run.
+    Model(crate::model::cli::ModelArgs),
     /// Run a benchmark configuration file (TOML), writing results.csv row by row.
     Sweep(SweepArgs),
 }
@@ -147,6 +149,7 @@ pub fn main() -> ExitCode {
         ),
         Some(Command::Kernels { format }) => list_kernels(format).map(|_| ExitCode::SUCCESS),
         Some(Command::Layer(args)) => run_layer(args),
+        Some(Command::Model(args)) => crate::model::cli::run(args),
         Some(Command::Sweep(args)) => run_config(Config::load(&args.config), args.out, args.format),
     };
     result.unwrap_or_else(|e| {

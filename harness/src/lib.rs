@@ -3,6 +3,7 @@
 //! - [`cli`]: the `ternbench` command line;
 //! - [`layer`]: one-layer benchmarks (verify, then time interleaved);
 //! - [`config`]: benchmark configurations (TOML);
+//! - [`model`]: whole models: architectures, weights, forward pass, `ternbench model`;
 //! - [`measure`]: timing, statistics, system information;
 //! - [`synth`]: seeded synthetic weights and activations of real shapes;
 //! - [`output`]: result rows, CSV and tables.
@@ -11,5 +12,6 @@ pub mod cli;
 pub mod config;
 pub mod layer;
 pub mod measure;
+pub mod model;
 pub mod output;
 pub mod synth;

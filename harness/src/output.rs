@@ -48,6 +48,9 @@ pub struct Row {
     pub weights_source: String,
     /// `layer` for one linear layer; `ppN` / `tgN` for a model (llama-bench's names).
     pub test: String,
+    /// For per-operation breakdown rows: the operation (`attention`, `lm_head`, ...),
+    /// with avg_ns its time per token; empty for whole measurements.
+    pub op: String,
     pub rows: usize,
     pub cols: usize,
     pub batch: usize,
@@ -115,6 +118,7 @@ impl Row {
             model_size_bytes: None,
             weights_source: "synthetic".into(),
             test: String::new(),
+            op: String::new(),
             rows: 0,
             cols: 0,
             batch: 0,
@@ -157,7 +161,8 @@ pub struct Sink {
     format: OutputFormat,
     stdout_csv: Option<csv::Writer<io::Stdout>>,
     file: Option<(PathBuf, csv::Writer<File>)>,
-    table_header_done: bool,
+    /// The kind of rows (model or layer) whose header was printed last.
+    table_header: Option<bool>,
 }
 
 impl Sink {
@@ -189,7 +194,7 @@ impl Sink {
             stdout_csv: (format == OutputFormat::Csv)
                 .then(|| csv::Writer::from_writer(io::stdout())),
             file,
-            table_header_done: false,
+            table_header: None,
         })
     }
 
@@ -215,11 +220,12 @@ impl Sink {
             }
             OutputFormat::Table => {
                 let mut out = io::stdout().lock();
-                if !self.table_header_done {
-                    writeln!(out, "{}", table_line(None))?;
-                    self.table_header_done = true;
+                let is_model = !row.model_type.is_empty();
+                if self.table_header != Some(is_model) {
+                    writeln!(out, "{}", table_line(None, is_model))?;
+                    self.table_header = Some(is_model);
                 }
-                writeln!(out, "{}", table_line(Some(row)))?;
+                writeln!(out, "{}", table_line(Some(row), is_model))?;
                 out.flush()?;
             }
         }
@@ -232,7 +238,10 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 }
 
 /// One line of the aligned table; `None` gives the header.
-fn table_line(row: Option<&Row>) -> String {
+fn table_line(row: Option<&Row>, is_model: bool) -> String {
+    if is_model {
+        return model_table_line(row);
+    }
     let Some(r) = row else {
         return format!(
             "{:<16} {:>12} {:>5} {:>3} {:>12} {:>9} {:>8} {:>8} {:>7} {:>8}",
@@ -264,6 +273,34 @@ fn table_line(row: Option<&Row>) -> String {
         opt(r.gops, |v| format!("{v:.1}")),
         opt(r.speedup_vs_f16, |v| format!("{v:.2}x")),
         verified
+    )
+}
+
+/// A llama-bench-like line for model rows (or breakdown rows); `None` gives the header.
+fn model_table_line(row: Option<&Row>) -> String {
+    let Some(r) = row else {
+        return format!(
+            "{:<20} {:<16} {:<7} {:<12} {:>3} {:>18} {:>7} {:>7} {:>8} {:>8}",
+            "model", "kernel", "test", "op", "thr", "t/s", "vs_f16", "GB/s", "roofline", "verified"
+        );
+    };
+    let rate = match (r.avg_ts, r.stddev_ts, r.avg_ns) {
+        (Some(ts), Some(sd), _) => format!("{ts:.2} ± {sd:.2}"),
+        (None, _, Some(ns)) if !r.op.is_empty() => format!("{:.1} us/tok", ns / 1e3),
+        _ => "-".into(),
+    };
+    format!(
+        "{:<20} {:<16} {:<7} {:<12} {:>3} {:>18} {:>7} {:>7} {:>8} {:>8}",
+        r.model_type,
+        r.kernel,
+        r.test,
+        r.op,
+        r.n_threads,
+        rate,
+        opt(r.speedup_vs_f16, |v| format!("{v:.2}x")),
+        opt(r.gbs, |v| format!("{v:.1}")),
+        opt(r.roofline_fraction, |v| format!("{:.0}%", 100.0 * v)),
+        if r.verified { "yes" } else { "NO" }
     )
 }
 

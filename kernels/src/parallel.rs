@@ -313,7 +313,7 @@ fn worker_loop(shared: &Shared) {
             }
             spins = spins.wrapping_add(1);
             // Reading the clock costs more than a spin; look at it rarely.
-            if spins % 256 != 0 || start.elapsed() < SPIN_BEFORE_PARK {
+            if !spins.is_multiple_of(256) || start.elapsed() < SPIN_BEFORE_PARK {
                 std::hint::spin_loop();
                 continue;
             }

@@ -362,3 +362,50 @@ proptest! {
         prop_assert_eq!(check_random(kernel, rows, cols, batch, seed, &exec), Ok(()));
     }
 }
+
+/// Long rows (16-bit partial sums and 32-bit lanes near their bounds with
+/// extreme activations) and batches larger than the SIMD kernels' token tiles
+/// (6 for i2s-avx512), with row counts around their row tiles.
+#[test]
+fn long_rows_and_wide_batches_are_exact() {
+    let mut rng = Pcg64::seed_from_u64(0x10e6);
+    let serial = Executor::serial();
+    let kernels = available();
+    // Q8_0's outputs exceed 2^24 on such rows, where f32 sums stop being
+    // exact; its integer sums are per 32-element block, so length adds no risk.
+    for format in Format::ALL.into_iter().filter(|&f| f != Format::Q8_0) {
+        let scheme = format.activation_scheme();
+        for (cols, rows, batch) in [(4224, 5, 13), (8320, 12, 7), (6912, 9, 1), (384, 4, 8)] {
+            for (wp, ap) in [
+                (WeightPattern::AllPositive, ActPattern::AllMin),
+                (WeightPattern::AllNegative, ActPattern::AllMax),
+                (WeightPattern::AllPositive, ActPattern::AllMax),
+                (WeightPattern::Random, ActPattern::Random),
+            ] {
+                let w = exact_scale_weights(format, rows, cols, wp, &mut rng);
+                let act = exact_scale_activations(scheme, batch, cols, ap, &mut rng);
+                let standard = pack_standard("test", format, &w).unwrap();
+                let want: Vec<f32> = reference(&standard, &act)
+                    .y
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                for kernel in kernels.iter().filter(|k| k.info().format == format) {
+                    let got = run(*kernel, &w, &act, &serial);
+                    let bad = got
+                        .iter()
+                        .zip(&want)
+                        .position(|(a, b)| a.to_bits() != b.to_bits());
+                    assert!(
+                        bad.is_none(),
+                        "{} {rows}x{cols} batch {batch} {wp:?}/{ap:?}: y[{}] = {} want {}",
+                        kernel.info().name,
+                        bad.unwrap(),
+                        got[bad.unwrap()],
+                        want[bad.unwrap()]
+                    );
+                }
+            }
+        }
+    }
+}

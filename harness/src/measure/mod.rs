@@ -1,6 +1,7 @@
 //! Measurement: timing loops and statistics, and the system information
 //! recorded beside every figure.
 
+pub mod bandwidth;
 pub mod stats;
 pub mod system;
 

@@ -1,0 +1,69 @@
+//! A read-bandwidth probe: the memory roofline that token generation, which
+//! reads every weight once per token, cannot beat.
+//!
+//! Each thread of the same worker pool the kernels use sums its share of a
+//! buffer much larger than the last-level cache; the best of several passes
+//! is reported (the figure a kernel could reach, not an average disturbed by
+//! other load).
+
+use std::time::Instant;
+use ternbench_kernels::parallel::{Executor, ExecutorError, Threading};
+
+/// Bytes read per pass: at least 8x the last-level cache and 512 MiB.
+pub fn probe_bytes(last_level_cache: u64) -> usize {
+    (last_level_cache.saturating_mul(8)).max(512 << 20) as usize
+}
+
+/// Sums a slice of u64 with 8 independent accumulators (so loads, not the
+/// adds' dependency chain, bound the loop).
+fn sum_words(words: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let chunks = words.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &w) in acc.iter_mut().zip(c) {
+            *a = a.wrapping_add(w);
+        }
+    }
+    acc.iter().chain(tail).fold(0u64, |s, &v| s.wrapping_add(v))
+}
+
+/// Read bandwidth in GB/s with `threads` threads, best of `passes` passes over `buffer`.
+pub fn read_bandwidth(buffer: &[u64], threads: usize, passes: usize) -> Result<f64, ExecutorError> {
+    let exec = Executor::new(Threading::Pool, threads, false)?;
+    // Chunks of 1 MiB, shared out dynamically like kernel rows.
+    let chunk = (1 << 20) / 8;
+    let mut best = f64::INFINITY;
+    for _ in 0..passes.max(1) + 1 {
+        let total = std::sync::atomic::AtomicU64::new(0);
+        let start = Instant::now();
+        exec.for_each_chunk(buffer.len(), chunk, &|r| {
+            total.fetch_add(sum_words(&buffer[r]), std::sync::atomic::Ordering::Relaxed);
+        });
+        let t = start.elapsed().as_secs_f64();
+        std::hint::black_box(total.into_inner());
+        best = best.min(t);
+    }
+    Ok(buffer.len() as f64 * 8.0 / best / 1e9)
+}
+
+/// A buffer of `bytes` with every page touched (so the probe measures reads, not page faults).
+pub fn probe_buffer(bytes: usize) -> Vec<u64> {
+    (0..bytes / 8).map(|i| i as u64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_are_exact_and_bandwidth_positive() {
+        let words: Vec<u64> = (0..1001).collect();
+        assert_eq!(sum_words(&words), 1000 * 1001 / 2);
+        let buf = probe_buffer(4 << 20);
+        let gbs = read_bandwidth(&buf, 2, 2).unwrap();
+        assert!(gbs.is_finite() && gbs > 0.0);
+        assert_eq!(probe_bytes(32 << 20), 512 << 20);
+        assert_eq!(probe_bytes(128 << 20), 1 << 30);
+    }
+}

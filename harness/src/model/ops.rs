@@ -1,0 +1,322 @@
+//! The non-matmul operations of a BitNet b1.58 block, in f32: RMSNorm, RoPE
+//! (rotate-half pairing, as in HF transformers), the FFN gate activations,
+//! and causal attention over a KV cache. Sums run sequentially in a fixed
+//! order so the reference forward can reproduce them exactly.
+
+use half::f16;
+use std::ops::Range;
+use ternbench_kernels::parallel::Executor;
+
+/// y = x / sqrt(mean(x^2) + eps) * w, in place, for one row.
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (mean_sq + eps).sqrt();
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v = *v * inv * g;
+    }
+}
+
+/// Inverse frequencies of RoPE: theta^(-2i/d) for i < d/2.
+pub fn rope_inv_freq(head_dim: usize, theta: f32) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32))
+        .collect()
+}
+
+/// Rotates each head of `x` (heads x head_dim) for position `pos`: dimension i
+/// is paired with i + head_dim/2 (HF's rotate_half), not with its neighbour.
+pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
+    let half = head_dim / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        for i in 0..half {
+            let angle = pos as f32 * inv_freq[i];
+            let (sin, cos) = angle.sin_cos();
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos - b * sin;
+            head[i + half] = b * cos + a * sin;
+        }
+    }
+}
+
+/// g = relu(g)^2 * u (BitNet b1.58 2B4T).
+pub fn relu2_gate(g: &mut [f32], u: &[f32]) {
+    for (g, &u) in g.iter_mut().zip(u) {
+        let r = g.max(0.0);
+        *g = r * r * u;
+    }
+}
+
+/// g = silu(g) * u (llama-like models).
+pub fn silu_gate(g: &mut [f32], u: &[f32]) {
+    for (g, &u) in g.iter_mut().zip(u) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Keys and values of every position so far, per layer, in f32 or f16.
+pub enum KvStore {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl KvStore {
+    fn new(len: usize, half: bool) -> KvStore {
+        if half {
+            KvStore::F16(vec![f16::ZERO; len])
+        } else {
+            KvStore::F32(vec![0.0; len])
+        }
+    }
+
+    fn write(&mut self, at: usize, values: &[f32]) {
+        match self {
+            KvStore::F32(v) => v[at..at + values.len()].copy_from_slice(values),
+            KvStore::F16(v) => {
+                for (d, &s) in v[at..at + values.len()].iter_mut().zip(values) {
+                    *d = f16::from_f32(s);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> f32 {
+        match self {
+            KvStore::F32(v) => v[i],
+            KvStore::F16(v) => v[i].to_f32(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            KvStore::F32(v) => v.len() * 4,
+            KvStore::F16(v) => v.len() * 2,
+        }
+    }
+}
+
+/// The KV cache of a model: for each layer, `capacity` positions of
+/// kv_heads x head_dim keys and values.
+pub struct KvCache {
+    pub capacity: usize,
+    pub kv_dim: usize,
+    keys: Vec<KvStore>,
+    values: Vec<KvStore>,
+}
+
+impl KvCache {
+    pub fn new(layers: usize, capacity: usize, kv_dim: usize, half: bool) -> KvCache {
+        KvCache {
+            capacity,
+            kv_dim,
+            keys: (0..layers)
+                .map(|_| KvStore::new(capacity * kv_dim, half))
+                .collect(),
+            values: (0..layers)
+                .map(|_| KvStore::new(capacity * kv_dim, half))
+                .collect(),
+        }
+    }
+
+    /// Stores the keys and values of position `pos` of `layer`.
+    pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        assert!(
+            pos < self.capacity,
+            "KV cache of {} positions is full",
+            self.capacity
+        );
+        self.keys[layer].write(pos * self.kv_dim, k);
+        self.values[layer].write(pos * self.kv_dim, v);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(KvStore::bytes)
+            .sum()
+    }
+}
+
+/// Geometry of attention.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Causal attention of one query head at position `pos` over positions
+/// 0..=pos of `layer`'s cache: out = softmax(q k^T / sqrt(d)) v.
+pub fn attend_head(
+    cache: &KvCache,
+    layer: usize,
+    shape: AttentionShape,
+    head: usize,
+    pos: usize,
+    q: &[f32],
+    out: &mut [f32],
+) {
+    let d = shape.head_dim;
+    let kv_head = head / (shape.heads / shape.kv_heads);
+    let keys = &cache.keys[layer];
+    let values = &cache.values[layer];
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut scores = Vec::with_capacity(pos + 1);
+    for p in 0..=pos {
+        let base = p * cache.kv_dim + kv_head * d;
+        let mut dot = 0.0f32;
+        for (i, &qi) in q.iter().enumerate() {
+            dot += qi * keys.get(base + i);
+        }
+        scores.push(dot * scale);
+    }
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    out.fill(0.0);
+    for (p, &s) in scores.iter().enumerate() {
+        let w = s / sum;
+        let base = p * cache.kv_dim + kv_head * d;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o += w * values.get(base + i);
+        }
+    }
+}
+
+/// Rows of a `[n][row_len]` buffer that parallel tasks fill, each row by one task.
+pub struct SharedRows {
+    ptr: *mut f32,
+    n: usize,
+    row_len: usize,
+}
+
+// SAFETY: SharedRows only hands out rows through `row`, whose callers
+// guarantee that no row is accessed by two tasks at once.
+unsafe impl Sync for SharedRows {}
+
+impl SharedRows {
+    pub fn new(data: &mut [f32], row_len: usize) -> SharedRows {
+        assert_eq!(data.len() % row_len, 0);
+        SharedRows {
+            ptr: data.as_mut_ptr(),
+            n: data.len() / row_len,
+            row_len,
+        }
+    }
+
+    /// Row `i`.
+    ///
+    /// # Safety
+    /// No two live references may be to the same row, and the buffer passed
+    /// to `new` must outlive them (callers keep the borrow alive).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn row(&self, i: usize) -> &mut [f32] {
+        assert!(i < self.n, "row {i} of {}", self.n);
+        // SAFETY: i < n keeps the slice inside the buffer; exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.row_len), self.row_len) }
+    }
+}
+
+/// Runs `f(i, row_i)` for every row of `data` (`row_len` values each) on `exec`.
+pub fn par_rows(
+    exec: &Executor,
+    data: &mut [f32],
+    row_len: usize,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    let n = data.len() / row_len;
+    if n == 1 || exec.n_threads() == 1 {
+        data.chunks_exact_mut(row_len)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
+        return;
+    }
+    let rows = SharedRows::new(data, row_len);
+    exec.for_each_chunk(n, 1, &|range: Range<usize>| {
+        for i in range {
+            // SAFETY: for_each_chunk visits each index exactly once, so each row
+            // has one user; `data` is borrowed for the whole call.
+            f(i, unsafe { rows.row(i) });
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_normalizes() {
+        let mut x = vec![3.0, 4.0];
+        rms_norm(&mut x, &[1.0, 2.0], 0.0);
+        // rms = sqrt((9 + 16) / 2) = 3.5355
+        assert!((x[0] - 3.0 / 3.535_534).abs() < 1e-6);
+        assert!((x[1] - 2.0 * 4.0 / 3.535_534).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_rotates_half_pairs_and_keeps_norm() {
+        let inv = rope_inv_freq(4, 10000.0);
+        assert_eq!(inv[0], 1.0);
+        let mut x = vec![1.0, 0.0, 0.0, 0.0];
+        rope(&mut x, 4, 1, &inv);
+        // Dimension 0 pairs with dimension 2: (cos 1, 0, sin 1, 0).
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
+        assert_eq!(x[1], 0.0);
+        let mut y = vec![0.3, -1.2, 0.7, 2.0];
+        let n0: f32 = y.iter().map(|v| v * v).sum();
+        rope(&mut y, 4, 17, &inv);
+        let n1: f32 = y.iter().map(|v| v * v).sum();
+        assert!((n0 - n1).abs() < 1e-5);
+        let mut z = vec![0.3, -1.2, 0.7, 2.0];
+        rope(&mut z, 4, 0, &inv);
+        assert_eq!(z, vec![0.3, -1.2, 0.7, 2.0]);
+    }
+
+    #[test]
+    fn gates() {
+        let mut g = vec![-1.0, 2.0];
+        relu2_gate(&mut g, &[5.0, 3.0]);
+        assert_eq!(g, vec![0.0, 12.0]);
+        let mut s = vec![0.0, 1.0];
+        silu_gate(&mut s, &[1.0, 2.0]);
+        assert_eq!(s[0], 0.0);
+        assert!((s[1] - 2.0 / (1.0 + (-1f32).exp())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn attention_over_one_position_returns_its_value() {
+        let shape = AttentionShape {
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 2,
+        };
+        for half in [false, true] {
+            let mut cache = KvCache::new(1, 4, 2, half);
+            cache.store(0, 0, &[1.0, 0.0], &[0.5, -2.0]);
+            let mut out = vec![0.0; 2];
+            attend_head(&cache, 0, shape, 1, 0, &[3.0, 1.0], &mut out);
+            assert_eq!(out, vec![0.5, -2.0]);
+            // Two equal keys average their values.
+            cache.store(0, 1, &[1.0, 0.0], &[1.5, 0.0]);
+            attend_head(&cache, 0, shape, 0, 1, &[3.0, 1.0], &mut out);
+            assert_eq!(out, vec![1.0, -1.0]);
+        }
+    }
+
+    #[test]
+    fn par_rows_visits_each_row_once() {
+        let exec = Executor::new(ternbench_kernels::parallel::Threading::Pool, 3, false).unwrap();
+        let mut data = vec![0.0f32; 7 * 5];
+        par_rows(&exec, &mut data, 5, &|i, row| {
+            row.iter_mut().for_each(|v| *v += i as f32)
+        });
+        for (i, row) in data.chunks(5).enumerate() {
+            assert!(row.iter().all(|&v| v == i as f32));
+        }
+    }
+}
