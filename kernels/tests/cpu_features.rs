@@ -140,3 +140,67 @@ fn kernels_this_cpu_cannot_run_panic_clearly_instead_of_faulting() {
         );
     }
 }
+
+/// Under `qemu-x86_64 -cpu Nehalem` (SSE4.2, no AVX; `.ci/x86-baseline-tests.sh`
+/// sets `TERNBENCH_EXPECT_CPU=nehalem`): the registry must offer only scalar
+/// kernels, and calling a SIMD kernel directly must panic with a message,
+/// not die of SIGILL. Elsewhere it only prints.
+#[test]
+fn x86_baseline_cpu_gets_only_scalar_kernels_and_no_sigill() {
+    if std::env::var("TERNBENCH_EXPECT_CPU").as_deref() != Ok("nehalem") {
+        println!("TERNBENCH_EXPECT_CPU is not nehalem: nothing to assert");
+        return;
+    }
+    assert!(
+        cfg!(target_arch = "x86_64"),
+        "the Nehalem run is an x86-64 run"
+    );
+    let detected = features();
+    println!("detected CPU features: {}", detected.names().join(" "));
+    use CpuFeature::*;
+    for f in [
+        Avx2, Fma, F16c, Avx512f, Avx512bw, Avx512vl, Avx512vnni, Avx512vbmi, AvxVnni,
+    ] {
+        assert!(!detected.has(f), "{f} detected on an emulated Nehalem");
+    }
+    let simd: Vec<_> = registry::all()
+        .iter()
+        .filter(|k| k.info().isa != Isa::Scalar)
+        .collect();
+    assert!(
+        !simd.is_empty(),
+        "this x86-64 build has SIMD kernels to refuse"
+    );
+    for k in &simd {
+        let name = k.info().name;
+        let err = registry::find(name).expect_err("a SIMD kernel must be refused on Nehalem");
+        println!("  {name}: {err}");
+    }
+    for k in registry::resolve("all").unwrap() {
+        assert_eq!(
+            k.info().isa,
+            Isa::Scalar,
+            "{} offered on Nehalem",
+            k.info().name
+        );
+    }
+    // Bypassing the registry: compute must panic before any AVX instruction runs.
+    use ternbench_kernels::formats::{TernaryMatrix, Weights};
+    use ternbench_kernels::kernel::{pack_standard, OutputMatrix};
+    for k in &simd {
+        let info = k.info();
+        let w = Weights::Ternary(TernaryMatrix::new(4, 256, vec![1; 1024], 1.0).unwrap());
+        let prepared = pack_standard(info.name, info.format, &w).unwrap();
+        let input = k.prepare_input_f32(&[0.5; 256], 1, 256);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut y = vec![0.0f32; 4];
+            let mut out = OutputMatrix::new(&mut y, 1, 4);
+            k.compute(&prepared, &input, &mut out.tile(0..4));
+        }));
+        assert!(
+            result.is_err(),
+            "{} ran on a CPU without its features",
+            info.name
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Q8_0 (llama.cpp: 32 int8 weights + f16 scale) on AVX2, reading the standard layout.
+//!
+//! `vpmaddubsw` needs one unsigned operand, so the weight's sign moves to the
+//! activation: |w| * sign(a, w) (`vpsignb` is safe here: Q8_0 activations lie
+//! in [-127, 127]); a pair is at most 2 * 128 * 127 < 2^15.
+//! The shared block driver ([`crate::x86_64::avx2::tq`]) reduces 8 block sums
+//! at a time, subtracts 0 x sum(a) per block when the codes are offset
+//! from the weights, and applies the scalar kernel's per-block float step
+//! `isum as f32 * (d_w * d_a)` (only the order of the float additions differs).
+
+use crate::activations::Activations;
+use crate::cpu::CpuFeature;
+use crate::formats::q8_0::Q8_0Matrix;
+use crate::formats::Format;
+use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
+use crate::x86_64::avx2::tq::{tq_matmul, BlockRows};
+use crate::x86_64::ensure_features;
+use crate::x86_64::prep::{Q8kLayout, Q8kRows};
+use core::arch::x86_64::*;
+
+pub struct Q8_0;
+
+static INFO: KernelInfo = KernelInfo {
+    name: "q8_0-avx2",
+    format: Format::Q8_0,
+    isa: Isa::Avx2,
+    exact: true,
+    requires: &[CpuFeature::Avx2, CpuFeature::F16c],
+    row_tile: 1,
+};
+
+impl Kernel for Q8_0 {
+    fn info(&self) -> &'static KernelInfo {
+        &INFO
+    }
+
+    fn prepare_input(&self, act: Activations) -> PreparedInput {
+        let derived = Q8kRows::from_q8_0(act.q8_0());
+        PreparedInput {
+            act,
+            derived: Some(Box::new(derived)),
+        }
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        ensure_features(&INFO);
+        let m = w.expect::<Q8_0Matrix>();
+        let owned;
+        let act = match x.derived.as_ref().and_then(|d| d.downcast_ref::<Q8kRows>()) {
+            Some(d) if d.layout == Q8kLayout::Q8_0 => d,
+            _ => {
+                owned = Q8kRows::from_q8_0(x.act.q8_0());
+                &owned
+            }
+        };
+        assert_eq!(act.blocks_per_row, m.blocks_per_row);
+        assert!(act.q.len() >= out.batch() * act.padded_blocks * 32);
+        assert!(out.rows().end <= m.rows);
+        let rows = BlockRows {
+            base: m.blocks.as_ptr() as *const u8,
+            block_bytes: 34,
+            d_offset: 0,
+            blocks_per_row: m.blocks_per_row,
+        };
+        // SAFETY: ensure_features checked every feature enabled below; the
+        // asserts bound the weight and activation reads; `unpack` reads the
+        // block it is given and `dot` 32 activations.
+        unsafe { run(&rows, act, out) }
+    }
+}
+
+/// # Safety
+/// See [`tq_matmul`].
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        tq_matmul::<1>(
+            rows,
+            act,
+            out,
+            |block| unpack(block),
+            |c, a| dot(c[0], a),
+            0,
+        )
+    }
+}
+
+/// The 32 signed weights of a block.
+///
+/// # Safety
+/// `block` must point at a 34-byte Q8_0 block.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn unpack(block: *const u8) -> [__m256i; 1] {
+    // SAFETY: bytes 2..34 are the block's values (caller).
+    [unsafe { _mm256_loadu_si256(block.add(2) as *const _) }]
+}
+
+/// sum(code * a) over one block of 32, as 8 lanes.
+///
+/// # Safety
+/// `a` must point at 32 readable activations.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn dot(c: __m256i, a: *const i8) -> __m256i {
+    // SAFETY: 32 activations readable (caller).
+    let a = unsafe { _mm256_loadu_si256(a as *const _) };
+    let p = _mm256_maddubs_epi16(_mm256_abs_epi8(c), _mm256_sign_epi8(a, c));
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}

@@ -1,0 +1,96 @@
+//! TQ2_0 (llama.cpp: 256 weights in 64 bytes of 2-bit codes + f16 scale) on
+//! AVX-512 VNNI, reading the standard layout.
+//!
+//! One 64-byte load is a block's codes: byte m of chunk c holds elements
+//! 128c + m + 32k at bits 2k..2k+1, so `(w >> 2k) & 3` is a vector of 64 codes
+//! lined up with activations reordered by [`Q8kLayout::Interleaved`]. The
+//! driver ([`super::tq`]) does the rest.
+
+use super::tq::{tq_matmul, BlockRows, ROWS};
+use crate::activations::Activations;
+use crate::formats::tq2::Tq2Matrix;
+use crate::formats::Format;
+use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
+use crate::x86_64::avx512::BASE_FEATURES;
+use crate::x86_64::ensure_features;
+use crate::x86_64::prep::{Q8kLayout, Q8kRows};
+use core::arch::x86_64::*;
+
+pub struct Tq2;
+
+static INFO: KernelInfo = KernelInfo {
+    name: "tq2-avx512",
+    format: Format::Tq2,
+    isa: Isa::Avx512,
+    exact: true,
+    requires: BASE_FEATURES,
+    row_tile: ROWS,
+};
+
+const LAYOUT: Q8kLayout = Q8kLayout::Interleaved;
+
+impl Kernel for Tq2 {
+    fn info(&self) -> &'static KernelInfo {
+        &INFO
+    }
+
+    fn prepare_input(&self, act: Activations) -> PreparedInput {
+        let derived = Q8kRows::new(act.q8k(), LAYOUT);
+        PreparedInput {
+            act,
+            derived: Some(Box::new(derived)),
+        }
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        ensure_features(&INFO);
+        let m = w.expect::<Tq2Matrix>();
+        let owned;
+        let act = match x.derived.as_ref().and_then(|d| d.downcast_ref::<Q8kRows>()) {
+            Some(d) if d.layout == LAYOUT => d,
+            _ => {
+                owned = Q8kRows::new(x.act.q8k(), LAYOUT);
+                &owned
+            }
+        };
+        assert_eq!(act.blocks_per_row, m.blocks_per_row);
+        assert!(act.q.len() >= out.batch() * act.padded_blocks * LAYOUT.block_bytes());
+        assert!(out.rows().end <= m.rows);
+        let rows = BlockRows {
+            base: m.blocks.as_ptr() as *const u8,
+            block_bytes: 66,
+            d_offset: 64,
+            blocks_per_row: m.blocks_per_row,
+        };
+        // SAFETY: ensure_features checked every feature enabled below; the
+        // asserts bound the weight and activation reads; `unpack` reads the
+        // 64 code bytes of the block it is given.
+        unsafe { run(&rows, act, out) }
+    }
+}
+
+/// # Safety
+/// See [`tq_matmul`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
+    // SAFETY: forwarded from the caller.
+    unsafe { tq_matmul::<4>(rows, act, out, |block| unpack(block)) }
+}
+
+/// The four code vectors of a block.
+///
+/// # Safety
+/// `block` must point at 64 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn unpack(block: *const u8) -> [__m512i; 4] {
+    // SAFETY: 64 bytes readable (caller).
+    let w = unsafe { _mm512_loadu_si512(block as *const _) };
+    let three = _mm512_set1_epi8(3);
+    [
+        _mm512_and_si512(w, three),
+        _mm512_and_si512(_mm512_srli_epi16::<2>(w), three),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(w), three),
+        _mm512_and_si512(_mm512_srli_epi16::<6>(w), three),
+    ]
+}
