@@ -41,8 +41,14 @@ enum Command {
     Layer(LayerArgs),
     /// Tokens per second of a whole model (ppN, tgN), with the fp16 baseline timed in the same run.
     Model(crate::model::cli::ModelArgs),
-    /// Run a benchmark configuration file (TOML), writing results.csv row by row.
+    /// Run a benchmark configuration file (TOML), writing results.csv row by row, then the report.
     Sweep(SweepArgs),
+    /// Charts (SVG, PNG), report.html and summary.md from result CSVs.
+    Report(crate::report::ReportArgs),
+    /// Convert llama-bench output (-o json, jsonl or csv) into result rows, to chart llama.cpp/bitnet.cpp runs beside ternbench's.
+    Import(crate::report::import::ImportArgs),
+    /// Measured model rows beside the published claims (speedups, energy), with both machines' bandwidth and a verdict per row.
+    Claims(crate::report::claims::ClaimsArgs),
 }
 
 /// Output of `ternbench kernels`.
@@ -151,6 +157,9 @@ pub fn main() -> ExitCode {
         Some(Command::Layer(args)) => run_layer(args),
         Some(Command::Model(args)) => crate::model::cli::run(args),
         Some(Command::Sweep(args)) => run_config(Config::load(&args.config), args.out, args.format),
+        Some(Command::Report(args)) => Ok(crate::report::run(args)),
+        Some(Command::Import(args)) => Ok(crate::report::import::run(args)),
+        Some(Command::Claims(args)) => Ok(crate::report::claims::run(args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
@@ -321,7 +330,7 @@ fn run_config(
     };
     let mut sink = Sink::new(format, Some(&dir.join("results.csv")))?;
     let summary = layer::run(&bench, &mut sink)?;
-    Ok(finish(summary, &sink))
+    Ok(crate::report::after_run(&dir, finish(summary, &sink)))
 }
 
 /// reports/out/<UTC time>-<name>, e.g. reports/out/20261124-184313-default.

@@ -6,7 +6,8 @@
 //! - [`model`]: whole models: architectures, weights, forward pass, `ternbench model`;
 //! - [`measure`]: timing, statistics, system information;
 //! - [`synth`]: seeded synthetic weights and activations of real shapes;
-//! - [`output`]: result rows, CSV and tables.
+//! - [`output`]: result rows, CSV and tables;
+//! - [`report`]: charts, report.html, summary.md, llama-bench import, claims table.
 
 pub mod cli;
 pub mod config;
@@ -14,4 +15,5 @@ pub mod layer;
 pub mod measure;
 pub mod model;
 pub mod output;
+pub mod report;
 pub mod synth;

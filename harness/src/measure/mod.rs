@@ -1,7 +1,8 @@
 //! Measurement: timing loops and statistics, and the system information
-//! recorded beside every figure.
+//! recorded beside every figure; energy meters (`energy`).
 
 pub mod bandwidth;
+pub mod energy;
 pub mod stats;
 pub mod system;
 
