@@ -5,8 +5,10 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod hf;
 pub mod ops;
 pub mod reference;
+pub mod safetensors;
 pub mod weights;
 
 pub use config::ModelConfig;
