@@ -5,6 +5,8 @@
 
 use crate::config::{Config, DEFAULT_CONFIG, DEFAULT_CONFIG_NAME};
 use crate::layer::{self, LayerBench, Shape};
+use crate::measure::bandwidth::probe_bytes;
+use crate::measure::roofline::Roofline;
 use crate::measure::{SystemInfo, TimingPlan};
 use crate::output::{utc_timestamp, OutputFormat, Sink};
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use ternbench_kernels::parallel::Threading;
-use ternbench_kernels::{registry, Kernel};
+use ternbench_kernels::{peak, registry, Kernel};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,6 +43,9 @@ enum Command {
     Layer(LayerArgs),
     /// Tokens per second of a whole model (ppN, tgN), with the fp16 baseline timed in the same run.
     Model(crate::model::cli::ModelArgs),
+    /// The roofline: read bandwidth (GB/s) and the peak int8 dot-product and f32 FMA rates (GOP/s) of each ISA, per thread count.
+    #[command(alias = "roofline")]
+    Bandwidth(BandwidthArgs),
     /// Run a benchmark configuration file (TOML), writing results.csv row by row, then the report.
     Sweep(SweepArgs),
     /// Charts (SVG, PNG), report.html and summary.md from result CSVs.
@@ -120,6 +125,12 @@ struct LayerArgs {
     /// Do not time the f16 baseline (no speedup_vs_f16 column values).
     #[arg(long)]
     no_baseline: bool,
+    /// Weights from DRAM: each call reads the next of enough distinct copies to exceed twice the last-level cache (default: cache-hot).
+    #[arg(long)]
+    cold: bool,
+    /// Skip the read-bandwidth and compute-roof probes (no %bw and %peak figures).
+    #[arg(long)]
+    no_roofline: bool,
     /// Seed of the synthetic weights and activations.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -129,6 +140,22 @@ struct LayerArgs {
     /// Also append every row to this CSV file, flushed as each completes.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct BandwidthArgs {
+    /// Thread counts, comma-separated (default: 1 up to the number of cores).
+    #[arg(long, short = 't', value_delimiter = ',', value_parser = parse_positive)]
+    threads: Vec<usize>,
+    /// Threading strategy: 'pool' (persistent spin-then-park workers) or 'rayon'.
+    #[arg(long, default_value = "pool", value_parser = parse_threading)]
+    threading: Threading,
+    /// Pin thread i to core i.
+    #[arg(long)]
+    pin: bool,
+    /// Output: an aligned table or CSV (probe, isa, threads, value, unit).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
 }
 
 #[derive(Args, Debug)]
@@ -155,6 +182,7 @@ pub fn main() -> ExitCode {
         ),
         Some(Command::Kernels { format }) => list_kernels(format).map(|_| ExitCode::SUCCESS),
         Some(Command::Layer(args)) => run_layer(args),
+        Some(Command::Bandwidth(args)) => run_bandwidth(args).map(|_| ExitCode::SUCCESS),
         Some(Command::Model(args)) => crate::model::cli::run(args),
         Some(Command::Sweep(args)) => run_config(Config::load(&args.config), args.out, args.format),
         Some(Command::Report(args)) => Ok(crate::report::run(args)),
@@ -283,10 +311,68 @@ fn run_layer(args: LayerArgs) -> anyhow::Result<ExitCode> {
             min_sample: Duration::from_millis(args.min_sample_ms),
         },
         seed: args.seed,
+        cold: args.cold,
+        roofline: !args.no_roofline,
     };
     let mut sink = Sink::new(args.format, args.out.as_deref())?;
     let summary = layer::run(&bench, &mut sink)?;
     Ok(finish(summary, &sink))
+}
+
+fn run_bandwidth(args: BandwidthArgs) -> anyhow::Result<()> {
+    let sys = SystemInfo::get();
+    let threads = if args.threads.is_empty() {
+        (1..=sys.physical_cores.max(1)).collect()
+    } else {
+        args.threads
+    };
+    let roof = Roofline::measure(
+        &threads,
+        args.threading,
+        args.pin,
+        sys.last_level_cache_bytes,
+    )?;
+    // (probe, isa, threads, value, unit)
+    let mut lines: Vec<(&str, &str, usize, f64, &str)> = Vec::new();
+    for (&t, &gbs) in &roof.read_gbs {
+        lines.push(("read", "-", t, gbs, "GB/s"));
+    }
+    for probe in peak::all().iter().filter(|p| p.is_available()) {
+        for &t in &threads {
+            if let Some(&gops) = roof.peak_gops.get(&(probe.name, t)) {
+                lines.push((probe.name, probe.isa.name(), t, gops, "GOP/s"));
+            }
+        }
+    }
+    match args.format {
+        OutputFormat::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout());
+            w.write_record(["probe", "isa", "threads", "value", "unit"])?;
+            for (probe, isa, t, v, unit) in &lines {
+                let (t, v) = (t.to_string(), v.to_string());
+                w.write_record([*probe, *isa, &t, &v, *unit])?;
+            }
+            w.flush()?;
+        }
+        OutputFormat::Table => {
+            println!(
+                "{} ({} cores), {}",
+                sys.cpu_model, sys.physical_cores, sys.caches
+            );
+            println!(
+                "{:<16} {:<8} {:>7} {:>10} unit",
+                "probe", "isa", "threads", "value"
+            );
+            for (probe, isa, t, v, unit) in &lines {
+                println!("{probe:<16} {isa:<8} {t:>7} {v:>10.1} {unit}");
+            }
+            println!(
+                "(GOP/s count 2 per multiply-add; read = best of 3 passes over {} MiB)",
+                probe_bytes(sys.last_level_cache_bytes) >> 20
+            );
+        }
+    }
+    Ok(())
 }
 
 fn run_config(
@@ -327,6 +413,8 @@ fn run_config(
             min_sample: config.min_sample,
         },
         seed: config.seed,
+        cold: false,
+        roofline: true,
     };
     let mut sink = Sink::new(format, Some(&dir.join("results.csv")))?;
     let summary = layer::run(&bench, &mut sink)?;

@@ -9,7 +9,16 @@
 //! fp16 baseline, timed in the same group) are not skewed by machine drift.
 //! The timed operation is what a layer costs at inference: quantizing the
 //! activations plus the matrix multiply.
+//!
+//! Cache state: by default the weights are cache-hot (the same packed copy
+//! every call). With `cold`, each kernel packs enough distinct copies of the
+//! weights to exceed twice the last-level cache and every call reads the
+//! next copy, so the figure is the DRAM-resident one token generation sees.
+//! With `roofline`, the read bandwidth and the compute roofs are probed in
+//! the same process first (see [`crate::measure::roofline`]) and every row
+//! reports its fraction of each.
 
+use crate::measure::roofline::Roofline;
 use crate::measure::{time_interleaved, SystemInfo, TimingPlan};
 use crate::output::{Row, Sink};
 use crate::synth;
@@ -69,6 +78,10 @@ pub struct LayerBench {
     pub baseline: bool,
     pub plan: TimingPlan,
     pub seed: u64,
+    /// Cycle through distinct weight copies larger than the last-level cache.
+    pub cold: bool,
+    /// Probe the read bandwidth and compute roofs, and report fractions of them.
+    pub roofline: bool,
 }
 
 /// What a run produced.
@@ -79,11 +92,19 @@ pub struct LayerSummary {
     pub failures: Vec<String>,
 }
 
-/// One kernel's packed weights for the current shape.
+/// One kernel's packed weights for the current shape: one copy, or with
+/// `cold` several identical copies that calls cycle through.
 struct Packed {
     kernel: &'static dyn Kernel,
-    weights: PreparedWeights,
+    copies: Vec<PreparedWeights>,
     prepare_ms: f64,
+}
+
+/// Copies of `weight_bytes` that together exceed twice the last-level cache
+/// (at least 2), so that cycling through them evicts each before its reuse.
+fn cold_copies(weight_bytes: usize, last_level_cache: u64) -> usize {
+    let llc = last_level_cache.max(1 << 20) as usize;
+    (2 * llc).div_ceil(weight_bytes.max(1)).max(2)
 }
 
 /// The kernels of a group: the requested ones plus the fp16 baseline.
@@ -109,6 +130,17 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
     let sys = SystemInfo::get();
     let kernels = group_kernels(bench);
     let mut summary = LayerSummary::default();
+    let roofline = if bench.roofline {
+        eprintln!("probing read bandwidth and compute roofs");
+        Roofline::measure(
+            &bench.threads,
+            bench.threading,
+            bench.pin,
+            sys.last_level_cache_bytes,
+        )?
+    } else {
+        Roofline::default()
+    };
     for (si, &shape) in bench.shapes.iter().enumerate() {
         eprintln!(
             "layer {shape}: generating weights and packing for {} kernels",
@@ -125,12 +157,21 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
                 .prepare(&weights)
                 .with_context(|| format!("{}: packing {shape}", info.name))?;
             let prepare_ms = start.elapsed().as_secs_f64() * 1e3;
+            let n_copies = if bench.cold {
+                cold_copies(prepared.weight_bytes, sys.last_level_cache_bytes)
+            } else {
+                1
+            };
+            let mut copies = vec![prepared];
+            for _ in 1..n_copies {
+                copies.push(kernel.prepare(&weights)?);
+            }
             if let std::collections::hash_map::Entry::Vacant(e) = standard.entry(info.format) {
                 e.insert(pack_standard(info.name, info.format, &weights)?);
             }
             packed.push(Packed {
                 kernel,
-                weights: prepared,
+                copies,
                 prepare_ms,
             });
         }
@@ -165,6 +206,7 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
                     &x,
                     &acts,
                     &expected,
+                    &roofline,
                     sink,
                     &mut summary,
                 )?;
@@ -185,6 +227,7 @@ fn run_group(
     x: &[f32],
     acts: &HashMap<Format, Activations>,
     expected: &HashMap<Format, Expected<'_>>,
+    roofline: &Roofline,
     sink: &mut Sink,
     summary: &mut LayerSummary,
 ) -> anyhow::Result<()> {
@@ -196,7 +239,7 @@ fn run_group(
         let format = p.kernel.info().format;
         let input = p.kernel.prepare_input(acts[&format].clone());
         let mut y = vec![f32::NAN; n_out];
-        matmul(p.kernel, &p.weights, &input, exec, &mut y)?;
+        matmul(p.kernel, &p.copies[0], &input, exec, &mut y)?;
         verdicts.push(expected[&format].check(p.kernel, &y));
         outputs.push(y);
     }
@@ -208,10 +251,12 @@ fn run_group(
         .zip(buffers.iter_mut())
         .map(|(&i, y)| {
             let p = &packed[i];
+            let mut next = 0;
             Box::new(move || {
                 let input = p.kernel.prepare_input_f32(x, batch, shape.cols);
-                matmul(p.kernel, &p.weights, &input, exec, y)
+                matmul(p.kernel, &p.copies[next], &input, exec, y)
                     .expect("shapes were checked by the verified call");
+                next = (next + 1) % p.copies.len();
             }) as Box<dyn FnMut() + '_>
         })
         .collect();
@@ -266,7 +311,10 @@ fn run_group(
         row.cols = shape.cols;
         row.batch = batch;
         row.reps = bench.plan.reps;
-        row.weight_bytes = p.weights.weight_bytes;
+        row.cold = bench.cold;
+        let weight_bytes = p.copies[0].weight_bytes;
+        row.weight_bytes = weight_bytes;
+        row.mem_bandwidth_gbs = roofline.bandwidth(exec.n_threads());
         row.prepare_ms = p.prepare_ms;
         row.verified = verdicts[i].ok;
         row.max_abs_err = verdicts[i].max_abs_err;
@@ -276,8 +324,14 @@ fn run_group(
             row.median_ns = Some(median);
             row.stddev_ns = Some(s.stddev);
             row.min_ns = Some(s.min);
-            row.gbs = Some(p.weights.weight_bytes as f64 / median);
-            row.gops = Some(2.0 * (shape.rows * shape.cols * batch) as f64 / median);
+            let gbs = weight_bytes as f64 / median;
+            let gops = 2.0 * (shape.rows * shape.cols * batch) as f64 / median;
+            row.gbs = Some(gbs);
+            row.gops = Some(gops);
+            row.roofline_fraction = row.mem_bandwidth_gbs.map(|bw| gbs / bw);
+            row.compute_fraction = roofline
+                .compute_roof(info, exec.n_threads())
+                .map(|roof| gops / roof);
             row.speedup_vs_f16 = baseline.map(|b| b / median);
         }
         if let Some(why) = &verdicts[i].first_failure {
@@ -317,6 +371,16 @@ mod tests {
             let err = bad.parse::<Shape>().unwrap_err();
             assert!(err.contains("expected ROWSxCOLS"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn cold_copies_exceed_twice_the_last_level_cache() {
+        assert_eq!(cold_copies(1 << 20, 8 << 20), 16);
+        assert_eq!(cold_copies(3 << 20, 8 << 20), 6);
+        // A matrix larger than the cache still alternates between two copies.
+        assert_eq!(cold_copies(64 << 20, 8 << 20), 2);
+        // Unknown cache size: assume 1 MiB rather than one copy.
+        assert_eq!(cold_copies(1 << 19, 0), 4);
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct Row {
     pub gops: Option<f64>,
     /// gbs / mem_bandwidth_gbs.
     pub roofline_fraction: Option<f64>,
+    /// gops / the peak rate of the kernel's ISA (int8 dot product, or f32 FMA
+    /// for f16) at this thread count, probed in the same run.
+    pub compute_fraction: Option<f64>,
     /// Median time of the fp16 baseline kernel in the same run / this median.
     pub speedup_vs_f16: Option<f64>,
     pub energy_j_per_token: Option<f64>,
@@ -136,6 +139,7 @@ impl Row {
             gbs: None,
             gops: None,
             roofline_fraction: None,
+            compute_fraction: None,
             speedup_vs_f16: None,
             energy_j_per_token: None,
             energy_source: String::new(),
@@ -244,7 +248,7 @@ fn table_line(row: Option<&Row>, is_model: bool) -> String {
     }
     let Some(r) = row else {
         return format!(
-            "{:<16} {:>12} {:>5} {:>3} {:>12} {:>9} {:>8} {:>8} {:>7} {:>8}",
+            "{:<16} {:>12} {:>5} {:>3} {:>12} {:>9} {:>8} {:>8} {:>6} {:>6} {:>7} {:>8}",
             "kernel",
             "shape",
             "batch",
@@ -253,13 +257,15 @@ fn table_line(row: Option<&Row>, is_model: bool) -> String {
             "stddev",
             "GB/s",
             "GOP/s",
+            "%bw",
+            "%peak",
             "vs_f16",
             "verified"
         );
     };
     let verified = if r.verified { "yes" } else { "NO" };
     format!(
-        "{:<16} {:>12} {:>5} {:>3} {:>12} {:>9} {:>8} {:>8} {:>7} {:>8}",
+        "{:<16} {:>12} {:>5} {:>3} {:>12} {:>9} {:>8} {:>8} {:>6} {:>6} {:>7} {:>8}",
         r.kernel,
         format!("{}x{}", r.rows, r.cols),
         r.batch,
@@ -271,6 +277,8 @@ fn table_line(row: Option<&Row>, is_model: bool) -> String {
         ),
         opt(r.gbs, |v| format!("{v:.1}")),
         opt(r.gops, |v| format!("{v:.1}")),
+        opt(r.roofline_fraction, |v| format!("{:.0}%", 100.0 * v)),
+        opt(r.compute_fraction, |v| format!("{:.0}%", 100.0 * v)),
         opt(r.speedup_vs_f16, |v| format!("{v:.2}x")),
         verified
     )

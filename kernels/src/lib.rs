@@ -8,7 +8,8 @@
 //! - [`kernel`]: the [`Kernel`] trait; [`scalar`]: the reference kernels;
 //! - [`registry`]: kernels by name, CPU availability, `auto`;
 //! - [`parallel`]: the worker pool and the [`parallel::matmul`] driver;
-//! - [`reference`], [`verify`]: the f64 reference and output checks.
+//! - [`reference`], [`verify`]: the f64 reference and output checks;
+//! - [`peak`]: compute-roof probes (peak int8 dot-product and FMA rates).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -19,6 +20,7 @@ pub mod cpu;
 pub mod formats;
 pub mod kernel;
 pub mod parallel;
+pub mod peak;
 pub mod quant;
 pub mod reference;
 pub mod registry;

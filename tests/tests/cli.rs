@@ -79,6 +79,92 @@ fn layer_verifies_and_times_every_kernel() {
     }
 }
 
+/// Rows of a `--format csv` run, by column name.
+fn csv_rows(stdout: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_reader(stdout.as_bytes());
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn cold_layer_rows_report_their_roofline_fractions() {
+    let out = run(&[
+        "layer",
+        "--kernel",
+        "i2s-scalar,i2s-auto",
+        "--shape",
+        "256x2048",
+        "--threads",
+        "1,2",
+        "--cold",
+        "--reps",
+        "2",
+        "--warmup-ms",
+        "1",
+        "--min-sample-ms",
+        "1",
+        "--format",
+        "csv",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let rows = csv_rows(&stdout);
+    // i2s-scalar, i2s-auto (the same kernel on a CPU without SIMD) and the f16 baseline, at 2 thread counts.
+    assert!(rows.len() >= 4, "{stdout}");
+    for row in &rows {
+        assert_eq!(row["cold"], "true");
+        let bw: f64 = row["mem_bandwidth_gbs"].parse().unwrap();
+        let fraction: f64 = row["roofline_fraction"].parse().unwrap();
+        let gbs: f64 = row["gbs"].parse().unwrap();
+        assert!(
+            bw > 0.0 && (fraction - gbs / bw).abs() <= 1e-9 * fraction.max(1.0),
+            "{row:?}"
+        );
+        // Scalar kernels have no compute roof; SIMD kernels have one where a probe runs.
+        let isa = &row["kernel_isa"];
+        assert_eq!(
+            row["compute_fraction"].is_empty(),
+            isa == "scalar",
+            "{row:?}"
+        );
+    }
+}
+
+#[test]
+fn bandwidth_prints_read_and_peak_rates_per_thread_count() {
+    let out = run(&["bandwidth", "--threads", "1,2", "--format", "csv"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let rows = csv_rows(&stdout);
+    for t in ["1", "2"] {
+        let read = rows
+            .iter()
+            .find(|r| r["probe"] == "read" && r["threads"] == t)
+            .unwrap_or_else(|| panic!("no read row for {t} threads: {stdout}"));
+        assert!(read["value"].parse::<f64>().unwrap() > 0.0);
+    }
+    let probes = ternbench_kernels::peak::all()
+        .iter()
+        .filter(|p| p.is_available());
+    for p in probes {
+        assert!(
+            rows.iter()
+                .any(|r| r["probe"] == p.name && r["unit"] == "GOP/s"),
+            "{} missing: {stdout}",
+            p.name
+        );
+    }
+}
+
 #[test]
 fn sweep_writes_results_csv_row_by_row() {
     let dir = std::env::temp_dir().join(format!("ternbench-e2e-sweep-{}", std::process::id()));
@@ -206,6 +292,7 @@ fn help_is_complete() {
         &["layer", "--help"],
         &["kernels", "--help"],
         &["sweep", "--help"],
+        &["bandwidth", "--help"],
     ] {
         let out = run(args);
         assert!(out.status.success());
@@ -223,6 +310,8 @@ fn help_is_complete() {
         "--pin",
         "--format",
         "--out",
+        "--cold",
+        "--no-roofline",
     ] {
         assert!(stdout.contains(flag), "layer --help lacks {flag}");
     }

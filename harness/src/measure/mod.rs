@@ -3,6 +3,7 @@
 
 pub mod bandwidth;
 pub mod energy;
+pub mod roofline;
 pub mod stats;
 pub mod system;
 

@@ -23,6 +23,7 @@ mod bodies;
 pub mod dotprod;
 pub mod i8mm;
 pub mod neon;
+pub(crate) mod peak;
 
 use crate::cpu;
 use crate::kernel::{Kernel, KernelInfo};

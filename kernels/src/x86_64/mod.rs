@@ -19,6 +19,7 @@ use crate::kernel::{Kernel, KernelInfo};
 
 pub mod avx2;
 pub mod avx512;
+pub(crate) mod peak;
 pub mod prep;
 
 /// Every x86-64 SIMD kernel compiled into this binary (the registry checks
