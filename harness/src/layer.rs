@@ -8,13 +8,16 @@
 //! are then timed interleaved, so their ratios (and the speedup over the
 //! fp16 baseline, timed in the same group) are not skewed by machine drift.
 //! The timed operation is what a layer costs at inference: quantizing the
-//! activations plus the matrix multiply.
+//! activations plus the matrix multiply. With `bandwidth`, the read
+//! bandwidth is probed first at every thread count, so each row carries
+//! the memory roofline measured in the same run.
 
+use crate::measure::bandwidth::{probe_buffer, probe_bytes, read_bandwidth};
 use crate::measure::{time_interleaved, SystemInfo, TimingPlan};
 use crate::output::{Row, Sink};
 use crate::synth;
 use anyhow::Context;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Instant;
 use ternbench_kernels::activations::Activations;
@@ -69,6 +72,11 @@ pub struct LayerBench {
     pub baseline: bool,
     pub plan: TimingPlan,
     pub seed: u64,
+    /// (shape, batch, threads) groups already measured (a resumed sweep): not run.
+    pub skip: HashSet<(Shape, usize, usize)>,
+    /// Probe the read bandwidth at each thread count first, for the
+    /// `mem_bandwidth_gbs` and `roofline_fraction` columns.
+    pub bandwidth: bool,
 }
 
 /// What a run produced.
@@ -87,7 +95,7 @@ struct Packed {
 }
 
 /// The kernels of a group: the requested ones plus the fp16 baseline.
-fn group_kernels(bench: &LayerBench) -> Vec<&'static dyn Kernel> {
+pub fn group_kernels(bench: &LayerBench) -> Vec<&'static dyn Kernel> {
     let mut kernels = bench.kernels.clone();
     if bench.baseline && !kernels.iter().any(|k| k.info().format == Format::F16) {
         kernels.push(registry::auto(Format::F16));
@@ -109,8 +117,38 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
     let sys = SystemInfo::get();
     let kernels = group_kernels(bench);
     let mut summary = LayerSummary::default();
+    let mut bandwidth: HashMap<usize, f64> = HashMap::new();
+    if bench.bandwidth {
+        let pending: Vec<usize> = bench
+            .threads
+            .iter()
+            .copied()
+            .filter(|&t| {
+                bench.shapes.iter().any(|&s| {
+                    bench
+                        .batches
+                        .iter()
+                        .any(|&b| !bench.skip.contains(&(s, b, t)))
+                })
+            })
+            .collect();
+        if !pending.is_empty() {
+            let buffer = probe_buffer(probe_bytes(sys.last_level_cache_bytes));
+            for t in pending {
+                bandwidth.insert(t, read_bandwidth(&buffer, t, 3)?);
+            }
+        }
+    }
     for (si, &shape) in bench.shapes.iter().enumerate() {
-        eprintln!(
+        let pending = |batch: usize, threads: usize| !bench.skip.contains(&(shape, batch, threads));
+        if !bench
+            .batches
+            .iter()
+            .any(|&b| bench.threads.iter().any(|&t| pending(b, t)))
+        {
+            continue;
+        }
+        crate::say!(
             "layer {shape}: generating weights and packing for {} kernels",
             kernels.len()
         );
@@ -135,6 +173,9 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
             });
         }
         for &batch in &bench.batches {
+            if !bench.threads.iter().any(|&t| pending(batch, t)) {
+                continue;
+            }
             let x = synth::activations(
                 batch,
                 shape.cols,
@@ -153,11 +194,12 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
                 .iter()
                 .map(|(f, w)| (*f, Expected::new(w, &acts[f])))
                 .collect();
-            for &threads in &bench.threads {
+            for &threads in bench.threads.iter().filter(|&&t| pending(batch, t)) {
                 let exec = Executor::new(bench.threading, threads, bench.pin)?;
                 run_group(
                     bench,
                     sys,
+                    bandwidth.get(&threads).copied(),
                     shape,
                     batch,
                     &exec,
@@ -178,6 +220,7 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
 fn run_group(
     bench: &LayerBench,
     sys: &SystemInfo,
+    bandwidth: Option<f64>,
     shape: Shape,
     batch: usize,
     exec: &Executor,
@@ -270,6 +313,7 @@ fn run_group(
         row.prepare_ms = p.prepare_ms;
         row.verified = verdicts[i].ok;
         row.max_abs_err = verdicts[i].max_abs_err;
+        row.mem_bandwidth_gbs = bandwidth;
         if let (Some(median), Some(j)) = (medians[i], timed.iter().position(|&t| t == i)) {
             let s = stats[j];
             row.avg_ns = Some(s.mean);
@@ -277,11 +321,12 @@ fn run_group(
             row.stddev_ns = Some(s.stddev);
             row.min_ns = Some(s.min);
             row.gbs = Some(p.weights.weight_bytes as f64 / median);
+            row.roofline_fraction = bandwidth.map(|b| p.weights.weight_bytes as f64 / median / b);
             row.gops = Some(2.0 * (shape.rows * shape.cols * batch) as f64 / median);
             row.speedup_vs_f16 = baseline.map(|b| b / median);
         }
         if let Some(why) = &verdicts[i].first_failure {
-            eprintln!("error: {why}; no speed reported");
+            crate::say!("error: {why}; no speed reported");
             row.note = why.clone();
             summary.failures.push(why.clone());
         }
