@@ -149,6 +149,8 @@ pub struct ModelEntry {
     pub config: ModelConfig,
     /// The preset name or file as written in the configuration.
     pub spec: String,
+    /// The model file read (absolute when it could be resolved), for a file entry.
+    pub file: Option<PathBuf>,
     pub sample_layers: SampleLayers,
 }
 
@@ -496,6 +498,21 @@ impl Config {
         })
     }
 
+    /// The configuration text with every model file written as the path
+    /// it was read from, so a copy elsewhere (the run directory's
+    /// `config.toml`) reads the same models. Lines do not move.
+    pub fn portable_text(&self) -> String {
+        let mut text = self.text.clone();
+        for m in &self.models {
+            if let Some(f) = &m.file {
+                let from = toml::Value::String(m.spec.clone()).to_string();
+                let to = toml::Value::String(f.display().to_string()).to_string();
+                text = text.replace(&from, &to);
+            }
+        }
+        text
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -587,8 +604,10 @@ fn parse_model(
         }
         v => return Err(err(m.span(), format!("models: {v}; {expected}"))),
     };
+    let mut file = None;
     let config = if spec.ends_with(".toml") {
         let path = base.join(&spec);
+        file = Some(std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()));
         let text = std::fs::read_to_string(&path).map_err(|e| {
             err(
                 m.span(),
@@ -614,6 +633,7 @@ fn parse_model(
     Ok(ModelEntry {
         config,
         spec,
+        file,
         sample_layers,
     })
 }
@@ -933,6 +953,12 @@ node = "45nm"
         let c = Config::load(&cfg).unwrap();
         assert_eq!(c.models[0].config.name, "tiny");
         assert_eq!(c.models[0].spec, "sub/tiny.toml");
+        // The portable copy names the file absolutely and parses anywhere.
+        let copy = dir.join("sub/copy.toml");
+        std::fs::write(&copy, c.portable_text()).unwrap();
+        let again = Config::load(&copy).unwrap();
+        assert_eq!(again.models[0].config, c.models[0].config);
+        assert_eq!(c.portable_text().lines().count(), text.lines().count());
         std::fs::write(dir.join("sub/tiny.toml"), "name = \"tiny\"\nhidden = 0\n").unwrap();
         let e = Config::load(&cfg).err().expect("refused").to_string();
         assert!(e.contains("c.toml:5:") && e.contains("tiny.toml"), "{e}");

@@ -199,7 +199,7 @@ pub fn run(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let saved = dir.join("config.toml");
     if !(resume && saved.exists()) {
-        std::fs::write(&saved, &config.text)
+        std::fs::write(&saved, config.portable_text())
             .with_context(|| format!("cannot write {}", saved.display()))?;
     }
     let results = dir.join("results.csv");
