@@ -395,7 +395,7 @@ fn table_line(row: Option<&Row>, is_model: bool) -> String {
 fn model_table_line(row: Option<&Row>) -> String {
     let Some(r) = row else {
         return format!(
-            "{:<20} {:<16} {:<7} {:<12} {:>3} {:>18} {:>7} {:>7} {:>8} {:>8}",
+            "{:<20} {:<16} {:<7} {:<12} {:>3} {:>18} {:>7} {:>7} {:>8} {:>8} energy",
             "model", "kernel", "test", "op", "thr", "t/s", "vs_f16", "GB/s", "roofline", "verified"
         );
     };
@@ -405,7 +405,7 @@ fn model_table_line(row: Option<&Row>) -> String {
         _ => "-".into(),
     };
     format!(
-        "{:<20} {:<16} {:<7} {:<12} {:>3} {:>18} {:>7} {:>7} {:>8} {:>8}",
+        "{:<20} {:<16} {:<7} {:<12} {:>3} {:>18} {:>7} {:>7} {:>8} {:>8} {}",
         r.model_type,
         r.kernel,
         r.test,
@@ -415,7 +415,11 @@ fn model_table_line(row: Option<&Row>) -> String {
         opt(r.speedup_vs_f16, |v| format!("{v:.2}x")),
         opt(r.gbs, |v| format!("{v:.1}")),
         opt(r.roofline_fraction, |v| format!("{:.0}%", 100.0 * v)),
-        if r.verified { "yes" } else { "NO" }
+        if r.verified { "yes" } else { "NO" },
+        opt(r.energy_j_per_token, |v| format!(
+            "{v:.3e} J/tok ({})",
+            r.energy_source
+        ))
     )
 }
 
