@@ -7,17 +7,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use ternbench_tests::{ternbench_bin, text};
-
-/// Runs `ternbench` with a small bandwidth probe (the test binary is not
-/// optimised; a full-size probe would take most of the test's time).
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(ternbench_bin())
-        .args(args)
-        .env("TERNBENCH_PROBE_MIB", "16")
-        .output()
-        .expect("run the ternbench binary")
-}
+use ternbench_tests::{run, ternbench_bin, text};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ternbench-e2e-{name}-{}", std::process::id()));
