@@ -160,12 +160,15 @@ struct BandwidthArgs {
 
 #[derive(Args, Debug)]
 struct SweepArgs {
-    /// The configuration file (see configs/*.toml).
-    #[arg(long)]
-    config: PathBuf,
+    /// The configuration file (see configs/*.toml); with --resume, defaults to the run's config.toml.
+    #[arg(long, required_unless_present = "resume")]
+    config: Option<PathBuf>,
     /// Output directory (default: reports/out/<time>-<name>/).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     out: Option<PathBuf>,
+    /// Continue an interrupted sweep in this run directory: measurements already in its results.csv are skipped, new rows appended.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
     /// Output on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
@@ -179,12 +182,21 @@ pub fn main() -> ExitCode {
             Config::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME),
             None,
             OutputFormat::Table,
+            false,
         ),
         Some(Command::Kernels { format }) => list_kernels(format).map(|_| ExitCode::SUCCESS),
         Some(Command::Layer(args)) => run_layer(args),
         Some(Command::Bandwidth(args)) => run_bandwidth(args).map(|_| ExitCode::SUCCESS),
         Some(Command::Model(args)) => crate::model::cli::run(args),
-        Some(Command::Sweep(args)) => run_config(Config::load(&args.config), args.out, args.format),
+        Some(Command::Sweep(args)) => {
+            let config = match (&args.config, &args.resume) {
+                (Some(c), _) => Config::load(c),
+                (None, Some(dir)) => Config::load(&dir.join("config.toml")),
+                (None, None) => unreachable!("clap requires --config or --resume"),
+            };
+            let resume = args.resume.is_some();
+            run_config(config, args.resume.or(args.out), args.format, resume)
+        }
         Some(Command::Report(args)) => Ok(crate::report::run(args)),
         Some(Command::Import(args)) => Ok(crate::report::import::run(args)),
         Some(Command::Claims(args)) => Ok(crate::report::claims::run(args)),
@@ -313,6 +325,7 @@ fn run_layer(args: LayerArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         cold: args.cold,
         roofline: !args.no_roofline,
+        skip: Default::default(),
     };
     let mut sink = Sink::new(args.format, args.out.as_deref())?;
     let summary = layer::run(&bench, &mut sink)?;
@@ -379,6 +392,7 @@ fn run_config(
     config: Result<Config, crate::config::ConfigError>,
     out: Option<PathBuf>,
     format: OutputFormat,
+    resume: bool,
 ) -> anyhow::Result<ExitCode> {
     let config = match config {
         Ok(c) => c,
@@ -387,38 +401,17 @@ fn run_config(
             return Ok(ExitCode::from(2));
         }
     };
+    if let (true, Some(dir)) = (resume, &out) {
+        if !dir.is_dir() {
+            eprintln!(
+                "error: --resume {}: no such run directory; expected the directory of an interrupted sweep",
+                dir.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    }
     let dir = out.unwrap_or_else(|| default_out_dir(&config.name));
-    let sys = SystemInfo::get();
-    eprintln!(
-        "ternbench {} ({}), {} on {} ({} cores, {}), results in {}",
-        env!("CARGO_PKG_VERSION"),
-        sys.commit,
-        config.name,
-        sys.cpu_model,
-        sys.physical_cores,
-        sys.cpu_features,
-        dir.display()
-    );
-    let bench = LayerBench {
-        kernels: config.kernels,
-        shapes: config.shapes,
-        batches: config.batches,
-        threads: config.threads,
-        threading: config.threading,
-        pin: config.pin,
-        baseline: config.baseline,
-        plan: TimingPlan {
-            warmup: config.warmup,
-            reps: config.reps,
-            min_sample: config.min_sample,
-        },
-        seed: config.seed,
-        cold: false,
-        roofline: true,
-    };
-    let mut sink = Sink::new(format, Some(&dir.join("results.csv")))?;
-    let summary = layer::run(&bench, &mut sink)?;
-    Ok(crate::report::after_run(&dir, finish(summary, &sink)))
+    crate::sweep::run(&config, &dir, format, resume)
 }
 
 /// reports/out/<UTC time>-<name>, e.g. reports/out/20261124-184313-default.

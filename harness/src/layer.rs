@@ -15,15 +15,15 @@
 //! weights to exceed twice the last-level cache and every call reads the
 //! next copy, so the figure is the DRAM-resident one token generation sees.
 //! With `roofline`, the read bandwidth and the compute roofs are probed in
-//! the same process first (see [`crate::measure::roofline`]) and every row
-//! reports its fraction of each.
+//! the same process first (see [`crate::measure::roofline`]) at every thread
+//! count still to run, and every row reports its fraction of each.
 
 use crate::measure::roofline::Roofline;
 use crate::measure::{time_interleaved, SystemInfo, TimingPlan};
 use crate::output::{Row, Sink};
 use crate::synth;
 use anyhow::Context;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Instant;
 use ternbench_kernels::activations::Activations;
@@ -82,6 +82,8 @@ pub struct LayerBench {
     pub cold: bool,
     /// Probe the read bandwidth and compute roofs, and report fractions of them.
     pub roofline: bool,
+    /// (shape, batch, threads) groups already measured (a resumed sweep): not run.
+    pub skip: HashSet<(Shape, usize, usize)>,
 }
 
 /// What a run produced.
@@ -108,7 +110,7 @@ fn cold_copies(weight_bytes: usize, last_level_cache: u64) -> usize {
 }
 
 /// The kernels of a group: the requested ones plus the fp16 baseline.
-fn group_kernels(bench: &LayerBench) -> Vec<&'static dyn Kernel> {
+pub fn group_kernels(bench: &LayerBench) -> Vec<&'static dyn Kernel> {
     let mut kernels = bench.kernels.clone();
     if bench.baseline && !kernels.iter().any(|k| k.info().format == Format::F16) {
         kernels.push(registry::auto(Format::F16));
@@ -131,9 +133,23 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
     let kernels = group_kernels(bench);
     let mut summary = LayerSummary::default();
     let roofline = if bench.roofline {
-        eprintln!("probing read bandwidth and compute roofs");
+        // Only the thread counts that still have groups to run (a resumed sweep).
+        let pending: Vec<usize> = bench
+            .threads
+            .iter()
+            .copied()
+            .filter(|&t| {
+                bench.shapes.iter().any(|&s| {
+                    bench
+                        .batches
+                        .iter()
+                        .any(|&b| !bench.skip.contains(&(s, b, t)))
+                })
+            })
+            .collect();
+        crate::say!("probing read bandwidth and compute roofs");
         Roofline::measure(
-            &bench.threads,
+            &pending,
             bench.threading,
             bench.pin,
             sys.last_level_cache_bytes,
@@ -142,7 +158,15 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
         Roofline::default()
     };
     for (si, &shape) in bench.shapes.iter().enumerate() {
-        eprintln!(
+        let pending = |batch: usize, threads: usize| !bench.skip.contains(&(shape, batch, threads));
+        if !bench
+            .batches
+            .iter()
+            .any(|&b| bench.threads.iter().any(|&t| pending(b, t)))
+        {
+            continue;
+        }
+        crate::say!(
             "layer {shape}: generating weights and packing for {} kernels",
             kernels.len()
         );
@@ -176,6 +200,9 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
             });
         }
         for &batch in &bench.batches {
+            if !bench.threads.iter().any(|&t| pending(batch, t)) {
+                continue;
+            }
             let x = synth::activations(
                 batch,
                 shape.cols,
@@ -194,7 +221,7 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
                 .iter()
                 .map(|(f, w)| (*f, Expected::new(w, &acts[f])))
                 .collect();
-            for &threads in &bench.threads {
+            for &threads in bench.threads.iter().filter(|&&t| pending(batch, t)) {
                 let exec = Executor::new(bench.threading, threads, bench.pin)?;
                 run_group(
                     bench,
@@ -335,7 +362,7 @@ fn run_group(
             row.speedup_vs_f16 = baseline.map(|b| b / median);
         }
         if let Some(why) = &verdicts[i].first_failure {
-            eprintln!("error: {why}; no speed reported");
+            crate::say!("error: {why}; no speed reported");
             row.note = why.clone();
             summary.failures.push(why.clone());
         }

@@ -3,6 +3,7 @@
 //! - [`cli`]: the `ternbench` command line;
 //! - [`layer`]: one-layer benchmarks (verify, then time interleaved);
 //! - [`config`]: benchmark configurations (TOML);
+//! - [`sweep`]: running a configuration (resume, progress bar, report);
 //! - [`model`]: whole models: architectures, weights, forward pass, `ternbench model`;
 //! - [`measure`]: timing, statistics, system information;
 //! - [`synth`]: seeded synthetic weights and activations of real shapes;
@@ -16,4 +17,5 @@ pub mod measure;
 pub mod model;
 pub mod output;
 pub mod report;
+pub mod sweep;
 pub mod synth;

@@ -1,15 +1,19 @@
 //! Result rows and where they go: a CSV file appended and flushed row by
 //! row (so an interrupted run keeps every finished measurement), CSV on
-//! stdout, or an aligned table on stdout.
+//! stdout, or an aligned table on stdout; and the key that identifies a
+//! measurement, so a resumed sweep writes no row twice. Messages go through
+//! [`say`], which prints above a sweep's progress bar when one is shown.
 //!
 //! The CSV schema is a superset of llama-bench's column names where they
 //! overlap, versioned by `schema_version`.
 
 use crate::measure::SystemInfo;
 use serde::Serialize;
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Version of the CSV schema below; bump it when columns change meaning.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -28,6 +32,11 @@ pub struct Row {
     pub caches: String,
     pub memory_bytes: u64,
     pub os: String,
+    pub cpu_vendor: String,
+    /// Logical CPUs (hardware threads) available to the process.
+    pub n_logical_cpus: usize,
+    /// The OS kernel version.
+    pub os_kernel: String,
     /// Read bandwidth measured in the same run at this thread count (GB/s), if probed.
     pub mem_bandwidth_gbs: Option<f64>,
     pub kernel: String,
@@ -106,6 +115,9 @@ impl Row {
             caches: sys.caches.clone(),
             memory_bytes: sys.memory_bytes,
             os: sys.os.clone(),
+            cpu_vendor: sys.cpu_vendor.clone(),
+            n_logical_cpus: sys.logical_cpus,
+            os_kernel: sys.kernel.clone(),
             mem_bandwidth_gbs: None,
             kernel: String::new(),
             kernel_isa: String::new(),
@@ -153,6 +165,85 @@ impl Row {
     }
 }
 
+/// The columns that identify a measurement (without `op` and
+/// `energy_source`): what a resumed sweep checks is done.
+pub const MEASUREMENT_COLUMNS: [&str; 9] = [
+    "model_type",
+    "test",
+    "rows",
+    "cols",
+    "batch",
+    "batch_mode",
+    "n_threads",
+    "kernel",
+    "cold",
+];
+
+/// A measurement key from its column values (in [`MEASUREMENT_COLUMNS`] order).
+pub fn measurement_key<S: AsRef<str>>(values: &[S]) -> String {
+    values
+        .iter()
+        .map(|v| v.as_ref())
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// The key of one row: its measurement, its operation and its energy source.
+pub fn row_key(measurement: &str, op: &str, energy_source: &str) -> String {
+    format!("{measurement}|op={op}|energy={energy_source}")
+}
+
+impl Row {
+    /// The key of the measurement this row belongs to.
+    pub fn measurement(&self) -> String {
+        measurement_key(&[
+            self.model_type.clone(),
+            self.test.clone(),
+            self.rows.to_string(),
+            self.cols.to_string(),
+            self.batch.to_string(),
+            self.batch_mode.clone(),
+            self.n_threads.to_string(),
+            self.kernel.clone(),
+            self.cold.to_string(),
+        ])
+    }
+
+    /// The key of this row (unique in a sweep's results.csv).
+    pub fn key(&self) -> String {
+        row_key(&self.measurement(), &self.op, &self.energy_source)
+    }
+}
+
+/// The progress bar of the running sweep, if any.
+static PROGRESS: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// Shows `bar` while a sweep runs (`None` removes it).
+pub fn set_progress(bar: Option<indicatif::ProgressBar>) {
+    *PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = bar;
+}
+
+/// The progress bar of the running sweep, if any.
+pub fn progress() -> Option<indicatif::ProgressBar> {
+    PROGRESS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Prints a message on stderr, above the progress bar when one is drawn.
+pub fn say(message: &str) {
+    match progress().filter(|p| !p.is_hidden()) {
+        Some(p) => p.println(message),
+        None => eprintln!("{message}"),
+    }
+}
+
+/// `eprintln!` that keeps a sweep's progress bar intact.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::say(&format!($($arg)*))
+    };
+}
+
 /// Output format on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -167,6 +258,8 @@ pub struct Sink {
     file: Option<(PathBuf, csv::Writer<File>)>,
     /// The kind of rows (model or layer) whose header was printed last.
     table_header: Option<bool>,
+    /// Keys of rows already in the file (a resumed sweep): not written again.
+    done: HashSet<String>,
 }
 
 impl Sink {
@@ -199,7 +292,13 @@ impl Sink {
                 .then(|| csv::Writer::from_writer(io::stdout())),
             file,
             table_header: None,
+            done: HashSet::new(),
         })
+    }
+
+    /// Rows with these keys ([`Row::key`]) are already written: skip them.
+    pub fn skip_keys(&mut self, keys: HashSet<String>) {
+        self.done = keys;
     }
 
     pub fn file_path(&self) -> Option<&Path> {
@@ -208,6 +307,14 @@ impl Sink {
 
     /// Writes one row everywhere and flushes, so it survives an interruption.
     pub fn write(&mut self, row: &Row) -> anyhow::Result<()> {
+        let key = row.key();
+        if self.done.contains(&key) {
+            return Ok(());
+        }
+        let bar = progress();
+        if let Some(b) = bar.as_ref().filter(|_| row.op.is_empty()) {
+            b.inc(1);
+        }
         if let Some((path, w)) = &mut self.file {
             w.serialize(row)
                 .and_then(|_| w.flush().map_err(csv::Error::from))
@@ -223,14 +330,22 @@ impl Sink {
                 w.flush()?;
             }
             OutputFormat::Table => {
-                let mut out = io::stdout().lock();
                 let is_model = !row.model_type.is_empty();
+                let mut text = String::new();
                 if self.table_header != Some(is_model) {
-                    writeln!(out, "{}", table_line(None, is_model))?;
+                    text = table_line(None, is_model) + "\n";
                     self.table_header = Some(is_model);
                 }
-                writeln!(out, "{}", table_line(Some(row), is_model))?;
-                out.flush()?;
+                text += &table_line(Some(row), is_model);
+                let print = || -> io::Result<()> {
+                    let mut out = io::stdout().lock();
+                    writeln!(out, "{text}")?;
+                    out.flush()
+                };
+                match bar.filter(|b| !b.is_hidden()) {
+                    Some(b) => b.suspend(print)?,
+                    None => print()?,
+                }
             }
         }
         Ok(())
@@ -288,7 +403,7 @@ fn table_line(row: Option<&Row>, is_model: bool) -> String {
 fn model_table_line(row: Option<&Row>) -> String {
     let Some(r) = row else {
         return format!(
-            "{:<20} {:<16} {:<7} {:<12} {:>3} {:>18} {:>7} {:>7} {:>8} {:>8}",
+            "{:<20} {:<16} {:<7} {:<12} {:>3} {:>18} {:>7} {:>7} {:>8} {:>8} energy",
             "model", "kernel", "test", "op", "thr", "t/s", "vs_f16", "GB/s", "roofline", "verified"
         );
     };
@@ -298,7 +413,7 @@ fn model_table_line(row: Option<&Row>) -> String {
         _ => "-".into(),
     };
     format!(
-        "{:<20} {:<16} {:<7} {:<12} {:>3} {:>18} {:>7} {:>7} {:>8} {:>8}",
+        "{:<20} {:<16} {:<7} {:<12} {:>3} {:>18} {:>7} {:>7} {:>8} {:>8} {}",
         r.model_type,
         r.kernel,
         r.test,
@@ -308,7 +423,11 @@ fn model_table_line(row: Option<&Row>) -> String {
         opt(r.speedup_vs_f16, |v| format!("{v:.2}x")),
         opt(r.gbs, |v| format!("{v:.1}")),
         opt(r.roofline_fraction, |v| format!("{:.0}%", 100.0 * v)),
-        if r.verified { "yes" } else { "NO" }
+        if r.verified { "yes" } else { "NO" },
+        opt(r.energy_j_per_token, |v| format!(
+            "{v:.3e} J/tok ({})",
+            r.energy_source
+        ))
     )
 }
 

@@ -33,10 +33,13 @@ pub fn ternbench_bin() -> PathBuf {
     .clone()
 }
 
-/// Runs `ternbench` with `args` and returns its output.
+/// Runs `ternbench` with `args` and returns its output. The read-bandwidth
+/// probe is 16 MiB (`TERNBENCH_PROBE_MIB`): the binary built here is not
+/// optimised, and a full-size probe would take most of a test's time.
 pub fn run(args: &[&str]) -> Output {
     Command::new(ternbench_bin())
         .args(args)
+        .env("TERNBENCH_PROBE_MIB", "16")
         .output()
         .expect("run the ternbench binary")
 }

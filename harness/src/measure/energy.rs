@@ -29,8 +29,10 @@
 //!
 //! Layer rows leave `energy_j_per_token` empty: a layer call is not a token,
 //! and a per-call figure under that column would mislead. The model runner
-//! calls [`EnergyMeter`] around its tgN / ppN loops and
-//! [`ArithmeticModel::token`] for the model figure.
+//! takes an [`EnergyPlan`]: it reads each meter around every timed ppN /
+//! tgN run and divides by the tokens, and asks [`ArithmeticModel::token`]
+//! for the model figure; sources that cannot be used here are listed with
+//! the reason and give no figure.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -138,6 +140,54 @@ impl EnergyMeter {
             }
             _ => Err(Unavailable("stop() with a mark from another meter".into())),
         }
+    }
+}
+
+/// The energy sources of a model run: the meters that could be opened, the
+/// arithmetic model if asked, and why the others are skipped.
+#[derive(Debug, Clone, Default)]
+pub struct EnergyPlan {
+    pub meters: Vec<EnergyMeter>,
+    pub model: Option<ArithmeticModel>,
+    /// "SOURCE unavailable: why", one per source that could not be used.
+    pub skipped: Vec<String>,
+}
+
+impl EnergyPlan {
+    /// No energy figures.
+    pub fn none() -> EnergyPlan {
+        EnergyPlan::default()
+    }
+
+    /// Opens `sources` (`rapl`, `cpu-time`, `model`); a source that cannot
+    /// be used here goes to `skipped` with the reason.
+    pub fn open(
+        sources: &[String],
+        powercap_root: &Path,
+        watts_per_core: Option<f64>,
+        node: Node,
+    ) -> EnergyPlan {
+        let mut plan = EnergyPlan::none();
+        for s in sources {
+            let opened = if s == "model" {
+                ArithmeticModel::new(node).map(|m| plan.model = Some(m))
+            } else {
+                EnergyMeter::open(s, powercap_root, watts_per_core).map(|m| plan.meters.push(m))
+            };
+            if let Err(e) = opened {
+                plan.skipped.push(format!("{s} unavailable: {e}"));
+            }
+        }
+        plan
+    }
+
+    /// The `energy_source` labels of the figures, in row order: meters, then `model`.
+    pub fn sources(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = self.meters.iter().map(|m| m.source()).collect();
+        if self.model.is_some() {
+            out.push("model");
+        }
+        out
     }
 }
 
@@ -431,6 +481,11 @@ impl ArithmeticModel {
         }
     }
 
+    /// Joules of reading `bytes` of weights from DRAM.
+    pub fn memory_joules(&self, bytes: f64) -> f64 {
+        bytes * self.dram_pj_per_byte * 1e-12
+    }
+
     /// One token through matrices of (arithmetic, rows, cols, weight bytes).
     pub fn token(&self, matrices: &[(Arithmetic, usize, usize, u64)]) -> ModelEnergy {
         let mut e = ModelEnergy {
@@ -526,6 +581,29 @@ mod tests {
             Ok(r) => assert!(!r.zone_names().is_empty()),
             Err(e) => assert!(!e.0.is_empty()),
         }
+    }
+
+    #[test]
+    fn energy_plan_skips_unusable_sources_with_a_reason() {
+        let dir = temp("plan");
+        let sources: Vec<String> = ["rapl", "cpu-time", "model"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let plan = EnergyPlan::open(&sources, &dir.join("none"), Some(3.0), Node::Nm7);
+        assert_eq!(plan.sources(), ["cpu-time", "model"]);
+        assert_eq!(plan.skipped.len(), 1);
+        assert!(
+            plan.skipped[0].starts_with("rapl unavailable: RAPL unavailable: cannot list"),
+            "{:?}",
+            plan.skipped
+        );
+        fake_tree(&dir, ["10", "20"], 1000);
+        let plan = EnergyPlan::open(&sources[..1], &dir, None, Node::Nm7);
+        assert_eq!((plan.sources(), plan.skipped.len()), (vec!["rapl"], 0));
+        let plan = EnergyPlan::open(&sources[1..2], &dir, None, Node::Nm7);
+        assert!(plan.sources().is_empty() && plan.skipped[0].contains("watts per core"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

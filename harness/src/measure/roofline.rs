@@ -52,8 +52,11 @@ impl Roofline {
         pin: bool,
         last_level_cache: u64,
     ) -> anyhow::Result<Roofline> {
-        let buffer = probe_buffer(probe_bytes(last_level_cache));
         let mut roof = Roofline::default();
+        if threads.is_empty() {
+            return Ok(roof);
+        }
+        let buffer = probe_buffer(probe_bytes(last_level_cache));
         for &t in threads {
             let exec = Executor::new(threading, t, pin)?;
             roof.read_gbs.insert(t, read_bandwidth(&buffer, t, 3)?);

@@ -139,14 +139,14 @@ pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
         threads: args.threads,
         threading: args.threading,
         pin: args.pin,
-        n_prompt: args.n_prompt,
-        n_gen: args.n_gen,
-        batch_mode: args.batch_mode,
+        tests: bench::ModelTest::from_lengths(args.n_prompt, args.n_gen, args.batch_mode),
         reps: args.reps,
         kv_f16: args.kv_f16,
         sample_layers: args.sample_layers,
         breakdown: args.breakdown,
         seed: args.seed,
+        skip: Default::default(),
+        energy: crate::measure::energy::EnergyPlan::none(),
     };
     let mut sink = Sink::new(args.format, args.out.as_deref())?;
     let summary = bench::run(&bench, &mut sink)?;

@@ -232,6 +232,11 @@ impl Model {
         layers + self.lm_head.weight_bytes as u64
     }
 
+    /// Bytes of the packed lm_head (read once per token that needs logits).
+    pub fn lm_head_bytes(&self) -> u64 {
+        self.lm_head.weight_bytes as u64
+    }
+
     /// Bytes of packed weights held in memory.
     pub fn resident_bytes(&self) -> u64 {
         let blocks: u64 = self
