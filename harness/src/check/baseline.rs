@@ -195,18 +195,16 @@ pub fn provenance_warnings(baseline: &[Record], now: &[Record]) -> Vec<String> {
     let (Some(b), Some(n)) = (baseline.first(), now.first()) else {
         return out;
     };
-    let fields: [(&str, fn(&Record) -> &str); 4] = [
-        ("rustc", |r| &r.rustc),
-        ("CPU", |r| &r.cpu),
-        ("ternbench commit", |r| &r.commit),
-        ("architecture", |r| &r.arch),
+    let fields = [
+        ("rustc", &b.rustc, &n.rustc),
+        ("CPU", &b.cpu, &n.cpu),
+        ("ternbench commit", &b.commit, &n.commit),
+        ("architecture", &b.arch, &n.arch),
     ];
-    for (what, get) in fields {
-        if get(b) != get(n) {
+    for (what, was, is) in fields {
+        if was != is {
             out.push(format!(
-                "the baseline was made with {what} '{}', this run uses '{}'",
-                get(b),
-                get(n)
+                "the baseline was made with {what} '{was}', this run uses '{is}'"
             ));
         }
     }
@@ -289,7 +287,7 @@ mod tests {
         );
         assert!((c[0].change_pct.unwrap() - 3.0).abs() < 1e-9);
         assert!(c[0].gating && !c[3].gating);
-        assert_eq!(missing(&now[..1], &base[..2]), ["i/b"]);
+        assert_eq!(missing(&base[..2], &now[..1]), ["i/b"]);
     }
 
     #[test]

@@ -359,8 +359,7 @@ mod tests {
 
     fn error_of(text: &str) -> String {
         CheckConfig::parse(text, "bad.toml")
-            .err()
-            .expect("config should be refused")
+            .expect_err("config should be refused")
             .to_string()
     }
 
