@@ -54,6 +54,11 @@ enum Command {
     Import(crate::report::import::ImportArgs),
     /// Measured model rows beside the published claims (speedups, energy), with both machines' bandwidth and a verdict per row.
     Claims(crate::report::claims::ClaimsArgs),
+    /// CI regression gate: instruction counts (callgrind) and interleaved wall-clock speedups vs a committed baseline.
+    Check(crate::check::CheckArgs),
+    /// Helper of `check`: runs one kernel's calls on seeded data (counted under callgrind).
+    #[command(hide = true)]
+    CountKernel(crate::check::instructions::CountArgs),
 }
 
 /// Output of `ternbench kernels`.
@@ -200,6 +205,8 @@ pub fn main() -> ExitCode {
         Some(Command::Report(args)) => Ok(crate::report::run(args)),
         Some(Command::Import(args)) => Ok(crate::report::import::run(args)),
         Some(Command::Claims(args)) => Ok(crate::report::claims::run(args)),
+        Some(Command::Check(args)) => Ok(crate::check::run(args)),
+        Some(Command::CountKernel(args)) => Ok(crate::check::instructions::run_helper(args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -1,6 +1,7 @@
 //! ternbench: the harness around the kernels of `ternbench-kernels`.
 //!
 //! - [`cli`]: the `ternbench` command line;
+//! - [`check`]: `ternbench check`, the CI performance regression gate;
 //! - [`layer`]: one-layer benchmarks (verify, then time interleaved);
 //! - [`config`]: benchmark configurations (TOML);
 //! - [`sweep`]: running a configuration (resume, progress bar, report);
@@ -10,6 +11,7 @@
 //! - [`output`]: result rows, CSV and tables;
 //! - [`report`]: charts, report.html, summary.md, llama-bench import, claims table.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod layer;

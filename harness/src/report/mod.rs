@@ -28,10 +28,10 @@ use std::process::ExitCode;
 /// `ternbench report`.
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
-    /// Result CSVs (ternbench's results.csv, or `ternbench import` output); rows of all files are merged.
+    /// Result CSVs (ternbench's results.csv, or `ternbench import` output), or directories (every results.csv beneath, e.g. downloaded CI artifacts); rows of all files are merged.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Output directory for report.html, summary.md and charts/ (default: the first file's directory).
+    /// Output directory for report.html, summary.md and charts/ (default: the first file's directory, or the first argument when it is a directory).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -58,6 +58,9 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
 /// Runs `ternbench report`.
 pub fn run(args: ReportArgs) -> ExitCode {
     let out = args.out.clone().unwrap_or_else(|| {
+        if args.files[0].is_dir() {
+            return args.files[0].clone();
+        }
         args.files[0]
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -92,11 +95,47 @@ fn print_written(w: &Written) {
 /// Each input file with its number of rows.
 pub type FileCounts = Vec<(String, usize)>;
 
-/// Reads and merges the rows of `files`.
+/// Every `results.csv` under `dir` (at any depth), sorted: the layout of
+/// downloaded CI artifacts (`DIR/<artifact>/results.csv`).
+pub fn results_in(dir: &Path) -> Result<Vec<PathBuf>, BadInput> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d)
+            .map_err(|e| BadInput(format!("{}: cannot list: {e}", d.display())))?;
+        for e in entries.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "results.csv") {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        return Err(BadInput(format!(
+            "{}: no results.csv in this directory or below; expected result CSVs or directories holding results.csv files",
+            dir.display()
+        )));
+    }
+    Ok(found)
+}
+
+/// Reads and merges the rows of `files`; a directory stands for every
+/// `results.csv` beneath it.
 pub fn read_all(files: &[PathBuf]) -> Result<(Vec<Rec>, FileCounts), BadInput> {
+    let mut expanded = Vec::new();
+    for f in files {
+        if f.is_dir() {
+            expanded.extend(results_in(f)?);
+        } else {
+            expanded.push(f.clone());
+        }
+    }
     let mut rows = Vec::new();
     let mut counts = Vec::new();
-    for f in files {
+    for f in &expanded {
         let r = read::read_csv(f)?;
         counts.push((f.display().to_string(), r.len()));
         rows.extend(r);

@@ -34,6 +34,9 @@ const GEMM_ROWS: usize = 2;
 const GEMM_TOKENS: usize = 4;
 /// Blocks summed in 16 bits before widening (8 * 2048 <= 16384 < 2^15).
 const I16_BLOCKS: usize = 8;
+/// Extra accumulator round trips per 8 blocks in the slowed test variant.
+#[cfg(feature = "slow-for-gate-test")]
+const SLOW_FOR_GATE_TEST: usize = 2;
 
 pub struct I2s;
 
@@ -196,6 +199,14 @@ unsafe fn gemv_rows<const R: usize>(
         }
         for i in 0..R {
             acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(acc16[i], ones));
+        }
+        // The deliberate slowdown of the gate's proof (tests/gate-proof.sh):
+        // each black_box forces a spill and a reload of the accumulator.
+        #[cfg(feature = "slow-for-gate-test")]
+        for _ in 0..SLOW_FOR_GATE_TEST {
+            for a in acc.iter_mut() {
+                *a = core::hint::black_box(*a);
+            }
         }
         blk = end;
     }
