@@ -17,6 +17,9 @@ use crate::formats::f16::F16Matrix;
 use crate::formats::i2s::I2sMatrix;
 use crate::formats::q4_0::Q4_0Matrix;
 use crate::formats::q8_0::Q8_0Matrix;
+use crate::formats::tl1::Tl1Matrix;
+use crate::formats::tl2::Tl2Matrix;
+use crate::formats::tmac::TmacMatrix;
 use crate::formats::tq1::Tq1Matrix;
 use crate::formats::tq2::Tq2Matrix;
 use crate::formats::{Format, TernaryMatrix, Weights};
@@ -218,6 +221,18 @@ pub fn pack_standard(
         }
         Format::Q4_0 => {
             let m = Q4_0Matrix::pack_dense(&dense());
+            PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
+        }
+        Format::Tl1 => {
+            let m = Tl1Matrix::pack(ternary()?);
+            PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
+        }
+        Format::Tl2 => {
+            let m = Tl2Matrix::pack(ternary()?);
+            PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
+        }
+        Format::Tmac => {
+            let m = TmacMatrix::pack(ternary()?);
             PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
         }
     })

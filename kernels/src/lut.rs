@@ -1,0 +1,261 @@
+//! Per-input lookup tables of the LUT formats (`tl1`, `tl2`, `tmac`), built
+//! once per input in `prepare_input` (so their cost is part of every timed
+//! call), and the column blocking the SIMD LUT kernels use.
+//!
+//! Two forms:
+//! - [`PlainTables`]: one `[i16; 16]` per column group and token, read by the
+//!   scalar reference kernels.
+//! - [`SplitTables`]: the byte-shuffle form. Per chunk and token 64 bytes
+//!   `[lo A | lo B | hi A | hi B]` (16 bytes each: low and high bytes of the
+//!   int16 entries of set A's and set B's table, so value = lo | hi << 8
+//!   exactly), and for TL2 chunks 64 more bytes holding the negated tables.
+//!   A 32-byte load gives the `[A | B]` lanes that the index layout of
+//!   [`crate::formats::lut`] expects.
+//!
+//! Column blocking: a GEMV reads every table once per 32-row tile, so SIMD
+//! kernels walk the columns in blocks whose tables fit in half of the L1 data
+//! cache and sweep all tiles of their rows per block. The block length is a
+//! runtime parameter: the default comes from the L1 size (Linux sysfs, else
+//! 32 KiB) and the shape, `TERNBENCH_LUT_KC` (chunks per block) overrides it,
+//! and the kernels report it in the `variant` column.
+
+use crate::activations::TokenQ8;
+use crate::formats::lut::split_table;
+use crate::formats::{aligned_from_iter, tl1, tl2, tmac, AlignedVec};
+use std::sync::OnceLock;
+
+/// Activation `col` of token `b`, 0 past the padded row.
+#[inline]
+fn act_at(act: &TokenQ8, b: usize, col: usize) -> i8 {
+    if col < act.stride {
+        act.q[b * act.stride + col]
+    } else {
+        0
+    }
+}
+
+/// The TL1 table of the pair starting at `col`.
+fn tl1_table(act: &TokenQ8, b: usize, col: usize) -> [i16; 16] {
+    tl1::table(act_at(act, b, col), act_at(act, b, col + 1))
+}
+
+fn tl2_table(act: &TokenQ8, b: usize, col: usize) -> [i16; 16] {
+    tl2::table(std::array::from_fn(|i| act_at(act, b, col + i)))
+}
+
+fn tmac_table(act: &TokenQ8, b: usize, col: usize) -> [i16; 16] {
+    tmac::table(std::array::from_fn(|i| act_at(act, b, col + i)))
+}
+
+/// One int16 table per column group and token.
+#[derive(Clone, Debug)]
+pub struct PlainTables {
+    /// Tables per token.
+    pub groups: usize,
+    pub t: Vec<[i16; 16]>,
+}
+
+impl PlainTables {
+    pub fn token(&self, b: usize) -> &[[i16; 16]] {
+        &self.t[b * self.groups..(b + 1) * self.groups]
+    }
+
+    fn build(act: &TokenQ8, groups: usize, table: impl Fn(usize, usize) -> [i16; 16]) -> Self {
+        let t = (0..act.batch)
+            .flat_map(|b| (0..groups).map(move |g| (b, g)))
+            .map(|(b, g)| table(b, g))
+            .collect();
+        PlainTables { groups, t }
+    }
+
+    /// TL1: group g is the pair at columns 2g, 2g + 1 (`chunks` chunks of 4 columns).
+    pub fn tl1(act: &TokenQ8, chunks: usize) -> Self {
+        Self::build(act, 2 * chunks, |b, g| tl1_table(act, b, 2 * g))
+    }
+
+    /// TL2: the 2 n3 triples, then the 2 n2 pairs of the leftover columns.
+    pub fn tl2(act: &TokenQ8) -> Self {
+        let (n3, n2) = tl2::chunk_counts(act.cols);
+        let start = tl2::CHUNK_COLS * n3;
+        let n3 = 2 * n3;
+        Self::build(act, n3 + 2 * n2, |b, g| {
+            if g < n3 {
+                tl2_table(act, b, 3 * g)
+            } else {
+                tl1_table(act, b, start + 2 * (g - n3))
+            }
+        })
+    }
+
+    /// T-MAC: group g is columns 4g..4g + 4.
+    pub fn tmac(act: &TokenQ8, chunks: usize) -> Self {
+        Self::build(act, chunks, |b, g| tmac_table(act, b, 4 * g))
+    }
+}
+
+/// Bytes per chunk of split tables without and with negated tables.
+pub const PLAIN_CHUNK_BYTES: usize = 64;
+pub const SIGNED_CHUNK_BYTES: usize = 128;
+
+/// Byte-shuffle tables: per token, `signed` chunks of 128 bytes then `plain`
+/// chunks of 64 bytes (see the module docs).
+#[derive(Clone, Debug)]
+pub struct SplitTables {
+    pub signed: usize,
+    pub plain: usize,
+    /// Bytes per token.
+    pub stride: usize,
+    pub bytes: AlignedVec<u8>,
+}
+
+impl SplitTables {
+    fn build(
+        act: &TokenQ8,
+        signed: usize,
+        plain: usize,
+        table: impl Fn(usize, usize, usize) -> [i16; 16],
+    ) -> Self {
+        let stride = signed * SIGNED_CHUNK_BYTES + plain * PLAIN_CHUNK_BYTES;
+        let mut bytes = aligned_from_iter(std::iter::repeat_n(0u8, act.batch * stride));
+        for b in 0..act.batch {
+            let tok = &mut bytes[b * stride..(b + 1) * stride];
+            for k in 0..signed + plain {
+                let at = if k < signed {
+                    k * SIGNED_CHUNK_BYTES
+                } else {
+                    signed * SIGNED_CHUNK_BYTES + (k - signed) * PLAIN_CHUNK_BYTES
+                };
+                for set in 0..2 {
+                    let t = table(b, k, set);
+                    let (lo, hi) = split_table(&t);
+                    tok[at + 16 * set..at + 16 * set + 16].copy_from_slice(&lo);
+                    tok[at + 32 + 16 * set..at + 48 + 16 * set].copy_from_slice(&hi);
+                    if k < signed {
+                        let (nlo, nhi) = split_table(&t.map(|v| -v));
+                        tok[at + 64 + 16 * set..at + 80 + 16 * set].copy_from_slice(&nlo);
+                        tok[at + 96 + 16 * set..at + 112 + 16 * set].copy_from_slice(&nhi);
+                    }
+                }
+            }
+        }
+        SplitTables {
+            signed,
+            plain,
+            stride,
+            bytes,
+        }
+    }
+
+    /// Tables of token `b`.
+    pub fn token(&self, b: usize) -> &[u8] {
+        &self.bytes[b * self.stride..(b + 1) * self.stride]
+    }
+
+    /// TL1: chunk k's sets are the pairs at 4k and 4k + 2.
+    pub fn tl1(act: &TokenQ8, chunks: usize) -> Self {
+        Self::build(act, 0, chunks, |b, k, s| tl1_table(act, b, 4 * k + 2 * s))
+    }
+
+    /// TL2: the triples at 6k and 6k + 3 (with negated tables), then the leftover TL1 chunks.
+    pub fn tl2(act: &TokenQ8) -> Self {
+        let (n3, n2) = tl2::chunk_counts(act.cols);
+        let start = tl2::CHUNK_COLS * n3;
+        Self::build(act, n3, n2, |b, k, s| {
+            if k < n3 {
+                tl2_table(act, b, 6 * k + 3 * s)
+            } else {
+                tl1_table(act, b, start + 4 * (k - n3) + 2 * s)
+            }
+        })
+    }
+
+    /// T-MAC: both sets (bit planes) of chunk k use the table of columns 4k..4k + 4.
+    pub fn tmac(act: &TokenQ8, chunks: usize) -> Self {
+        Self::build(act, 0, chunks, |b, k, _| tmac_table(act, b, 4 * k))
+    }
+}
+
+/// Bytes of L1 data cache of this CPU (Linux sysfs), or 32 KiB when unknown.
+pub fn l1d_bytes() -> usize {
+    static L1: OnceLock<usize> = OnceLock::new();
+    *L1.get_or_init(|| {
+        let read = |i: usize| -> Option<(String, String, usize)> {
+            let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+            let level = std::fs::read_to_string(format!("{dir}/level")).ok()?;
+            let kind = std::fs::read_to_string(format!("{dir}/type")).ok()?;
+            let size = std::fs::read_to_string(format!("{dir}/size")).ok()?;
+            let size = size.trim();
+            let bytes = match size.strip_suffix('K') {
+                Some(k) => k.parse::<usize>().ok()? * 1024,
+                None => size.parse().ok()?,
+            };
+            Some((level.trim().to_string(), kind.trim().to_string(), bytes))
+        };
+        (0..8)
+            .filter_map(read)
+            .find(|(level, kind, _)| level == "1" && kind == "Data")
+            .map_or(32 * 1024, |(_, _, b)| b)
+    })
+}
+
+/// The override of the column block from `TERNBENCH_LUT_KC`, if set and valid.
+fn kc_override() -> Option<usize> {
+    static KC: OnceLock<Option<usize>> = OnceLock::new();
+    *KC.get_or_init(|| {
+        std::env::var("TERNBENCH_LUT_KC")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&v| v > 0)
+    })
+}
+
+/// Chunks per column block for a kernel whose tables take `table_bytes`
+/// bytes per chunk and token, over `chunks` chunks and `batch` tokens: as
+/// many as fit in half the L1 data cache (at least 32), a multiple of 32 (the
+/// int16 flush interval), or all of them if that is fewer.
+pub fn column_block(table_bytes: usize, chunks: usize, batch: usize) -> usize {
+    if let Some(kc) = kc_override() {
+        return kc.min(chunks.max(1));
+    }
+    let fit = l1d_bytes() / 2 / (table_bytes * batch.clamp(1, 4)).max(1);
+    let kc = (fit / 32 * 32).max(32);
+    if kc >= chunks {
+        chunks.max(1)
+    } else {
+        kc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_tables_hold_the_plain_tables() {
+        let q: Vec<i8> = (0..2 * 40).map(|i| (i * 37 % 256) as u8 as i8).collect();
+        let act = TokenQ8::from_quantized(2, 40, &q, &[1.0, 2.0]);
+        let plain = PlainTables::tl1(&act, 10);
+        let split = SplitTables::tl1(&act, 10);
+        for b in 0..2 {
+            for k in 0..10 {
+                for s in 0..2 {
+                    let t = plain.token(b)[2 * k + s];
+                    for i in 0..16 {
+                        let at = 64 * k + 16 * s + i;
+                        let tok = split.token(b);
+                        let v = (tok[at] as u16 | (tok[at + 32] as u16) << 8) as i16;
+                        assert_eq!(v, t[i]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn column_blocks_are_flush_multiples() {
+        assert_eq!(column_block(64, 10, 1), 10);
+        let kc = column_block(128, 100_000, 1);
+        assert!(kc >= 32 && kc % 32 == 0);
+        assert!(l1d_bytes() >= 1024);
+    }
+}
