@@ -261,6 +261,12 @@ pub trait Kernel: Send + Sync {
         self.prepare_input(Activations::quantize(scheme, x, batch, cols))
     }
 
+    /// The tiling or variant this kernel uses for `w` at `batch` tokens
+    /// (reported in the `variant` column); empty when it has no choice.
+    fn variant(&self, _w: &PreparedWeights, _batch: usize) -> String {
+        String::new()
+    }
+
     /// Writes y[b][r] for every batch item b and every r in `out.rows()`.
     ///
     /// Callers go through [`crate::parallel::matmul`], which checks that `w`

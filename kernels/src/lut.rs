@@ -259,3 +259,94 @@ mod tests {
         assert!(l1d_bytes() >= 1024);
     }
 }
+
+/// One run of chunks of a packed LUT matrix, as a SIMD tile kernel reads it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Part {
+    /// First chunk of tile 0.
+    pub idx: *const u8,
+    /// Bytes per chunk (32, or 40 for TL2 chunks with sign bits).
+    pub idx_chunk_bytes: usize,
+    /// Chunks per tile.
+    pub chunks: usize,
+    /// Byte offset of this part's tables within a token's [`SplitTables`].
+    pub tbl_offset: usize,
+    /// Table bytes per chunk (64, or 128 with negated tables).
+    pub tbl_chunk_bytes: usize,
+    /// Whether the chunks carry sign bits (TL2).
+    pub signed: bool,
+    /// Set B counts 2^shift times set A (1 for the bit planes of `tmac`, else 0).
+    pub b_shift: u32,
+}
+
+/// The 32 row sums of one tile over chunks `range` of a part, given the
+/// part's index pointer for that tile and table pointer for one token.
+pub(crate) type TileSums<'a> = dyn Fn(&Part, *const u8, *const u8, std::ops::Range<usize>) -> [i32; 32] + 'a;
+
+/// Runs a LUT matrix multiply over `out.rows()`: column blocks of
+/// [`column_block`] chunks outermost, then 32-row tiles, then tokens, so the
+/// tables of a block stay in L1 while every tile of the range reads them.
+/// y = (sum - offset) * output_factor with offset = sum(a) if
+/// `subtract_sum` (codes w + 1) and 0 otherwise.
+///
+/// # Safety
+/// Every part's `idx` must point at `tiles * chunks` chunks of
+/// `idx_chunk_bytes` bytes covering the tiles of `out.rows()`, and every
+/// token's tables must hold the part's chunks at `tbl_offset`.
+pub(crate) unsafe fn drive(
+    parts: &[Part],
+    act: &TokenQ8,
+    tables: &SplitTables,
+    scale: f32,
+    subtract_sum: bool,
+    out: &mut crate::kernel::OutputTile<'_>,
+    sums: &TileSums<'_>,
+) {
+    use crate::formats::lut::TILE_ROWS;
+    let rows = out.rows();
+    if rows.is_empty() {
+        return;
+    }
+    let batch = out.batch();
+    let (t0, t1) = (rows.start / TILE_ROWS, rows.end.div_ceil(TILE_ROWS));
+    let span = (t1 - t0) * TILE_ROWS;
+    let mut acc = vec![0i32; batch * span];
+    for part in parts.iter().filter(|p| p.chunks > 0) {
+        let kc = column_block(part.tbl_chunk_bytes, part.chunks, batch);
+        for start in (0..part.chunks).step_by(kc) {
+            let range = start..(start + kc).min(part.chunks);
+            for t in t0..t1 {
+                // SAFETY: tile t lies inside the part (caller).
+                let idx = unsafe { part.idx.add(t * part.chunks * part.idx_chunk_bytes) };
+                for b in 0..batch {
+                    // SAFETY: the token's tables hold this part (caller).
+                    let tbl = unsafe { tables.token(b).as_ptr().add(part.tbl_offset) };
+                    let s = sums(part, idx, tbl, range.clone());
+                    let dst = &mut acc[b * span + (t - t0) * TILE_ROWS..][..TILE_ROWS];
+                    for (d, v) in dst.iter_mut().zip(s) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+    let first = rows.start - t0 * TILE_ROWS;
+    for b in 0..batch {
+        let factor = act.output_factor(b, scale);
+        let offset = if subtract_sum { act.sum[b] } else { 0 };
+        let src = &acc[b * span + first..][..rows.len()];
+        for (y, &s) in out.row_mut(b).iter_mut().zip(src) {
+            *y = (s - offset) as f32 * factor;
+        }
+    }
+}
+
+/// The `variant` string of a SIMD LUT kernel: tile rows and column block.
+pub fn describe_blocking(table_bytes: usize, chunks: usize, cols_per_chunk: usize, batch: usize) -> String {
+    let kc = column_block(table_bytes, chunks, batch);
+    format!(
+        "tile={}rows,kc={kc}chunks({}cols)",
+        crate::formats::lut::TILE_ROWS,
+        kc * cols_per_chunk
+    )
+}
