@@ -267,6 +267,7 @@ fn run_group(
         row.batch = batch;
         row.reps = bench.plan.reps;
         row.weight_bytes = p.weights.weight_bytes;
+        row.variant = p.kernel.variant(&p.weights, batch);
         row.prepare_ms = p.prepare_ms;
         row.verified = verdicts[i].ok;
         row.max_abs_err = verdicts[i].max_abs_err;

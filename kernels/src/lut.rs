@@ -240,11 +240,11 @@ mod tests {
             for k in 0..10 {
                 for s in 0..2 {
                     let t = plain.token(b)[2 * k + s];
-                    for i in 0..16 {
+                    for (i, &want) in t.iter().enumerate() {
                         let at = 64 * k + 16 * s + i;
                         let tok = split.token(b);
                         let v = (tok[at] as u16 | (tok[at + 32] as u16) << 8) as i16;
-                        assert_eq!(v, t[i]);
+                        assert_eq!(v, want);
                     }
                 }
             }
@@ -255,7 +255,7 @@ mod tests {
     fn column_blocks_are_flush_multiples() {
         assert_eq!(column_block(64, 10, 1), 10);
         let kc = column_block(128, 100_000, 1);
-        assert!(kc >= 32 && kc % 32 == 0);
+        assert!(kc >= 32 && kc.is_multiple_of(32));
         assert!(l1d_bytes() >= 1024);
     }
 }
@@ -281,7 +281,8 @@ pub(crate) struct Part {
 
 /// The 32 row sums of one tile over chunks `range` of a part, given the
 /// part's index pointer for that tile and table pointer for one token.
-pub(crate) type TileSums<'a> = dyn Fn(&Part, *const u8, *const u8, std::ops::Range<usize>) -> [i32; 32] + 'a;
+pub(crate) type TileSums<'a> =
+    dyn Fn(&Part, *const u8, *const u8, std::ops::Range<usize>) -> [i32; 32] + 'a;
 
 /// Runs a LUT matrix multiply over `out.rows()`: column blocks of
 /// [`column_block`] chunks outermost, then 32-row tiles, then tokens, so the
@@ -342,7 +343,12 @@ pub(crate) unsafe fn drive(
 }
 
 /// The `variant` string of a SIMD LUT kernel: tile rows and column block.
-pub fn describe_blocking(table_bytes: usize, chunks: usize, cols_per_chunk: usize, batch: usize) -> String {
+pub fn describe_blocking(
+    table_bytes: usize,
+    chunks: usize,
+    cols_per_chunk: usize,
+    batch: usize,
+) -> String {
     let kc = column_block(table_bytes, chunks, batch);
     format!(
         "tile={}rows,kc={kc}chunks({}cols)",

@@ -7,9 +7,11 @@
 //! once per format here; SIMD kernels may sum blocks in another order, which
 //! is why only i2s (one scaling per output) compares bit for bit after scaling.
 
+use crate::activations::{Activations, TokenQ8};
 use crate::activations::{BlockActivations, BlockQ8K};
 use crate::formats::f16::F16Matrix;
 use crate::formats::i2s::{BlockI2s, I2sMatrix};
+use crate::formats::lut::TILE_ROWS;
 use crate::formats::q4_0::{BlockQ4_0, Q4_0Matrix};
 use crate::formats::q8_0::{BlockQ8_0, Q8_0Matrix};
 use crate::formats::tl1::Tl1Matrix;
@@ -18,8 +20,6 @@ use crate::formats::tmac::TmacMatrix;
 use crate::formats::tq1::{BlockTq1, Tq1Matrix};
 use crate::formats::tq2::{BlockTq2, Tq2Matrix};
 use crate::formats::{BlockMatrix, Format, PackedBlock};
-use crate::activations::{Activations, TokenQ8};
-use crate::formats::lut::TILE_ROWS;
 use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
 use crate::lut::PlainTables;
 
@@ -227,7 +227,11 @@ fn plain_tables<'a>(
     owned: &'a mut Option<PlainTables>,
     build: impl FnOnce(&TokenQ8) -> PlainTables,
 ) -> &'a PlainTables {
-    match x.derived.as_ref().and_then(|d| d.downcast_ref::<PlainTables>()) {
+    match x
+        .derived
+        .as_ref()
+        .and_then(|d| d.downcast_ref::<PlainTables>())
+    {
         Some(t) => t,
         None => owned.insert(build(x.act.token_q8())),
     }
@@ -360,7 +364,9 @@ impl Kernel for Tmac {
                 .tile(r / TILE_ROWS)
                 .iter()
                 .zip(t)
-                .map(|(c, t)| t[c.index(rr, 0) as usize] as i32 + 2 * t[c.index(rr, 1) as usize] as i32)
+                .map(|(c, t)| {
+                    t[c.index(rr, 0) as usize] as i32 + 2 * t[c.index(rr, 1) as usize] as i32
+                })
                 .sum()
         });
     }

@@ -409,3 +409,48 @@ fn long_rows_and_wide_batches_are_exact() {
         }
     }
 }
+
+/// The LUT formats on the 1bitLLM 3B model's shapes, which bitnet.cpp's
+/// shape-generated TL kernels refuse: 3200 x 8640 (8640 = 6 * 1440: no TL2
+/// leftover) and 8640 x 3200 (3200 = 6 * 533 + 2: a leftover TL1 pair;
+/// 270 row tiles). Every LUT kernel must match the integer dot product bit
+/// for bit (exact-scale inputs), serial and threaded.
+#[test]
+fn lut_kernels_handle_the_3b_model_shapes_exactly() {
+    let mut rng = Pcg64::seed_from_u64(0x3b);
+    let threaded = Executor::new(Threading::Pool, 2, false).unwrap();
+    let kernels = available();
+    for format in [Format::Tl1, Format::Tl2, Format::Tmac] {
+        for (rows, cols) in [(3200, 8640), (8640, 3200)] {
+            let w = exact_scale_weights(format, rows, cols, WeightPattern::Random, &mut rng);
+            let act = exact_scale_activations(
+                ActivationScheme::TokenQ8,
+                1,
+                cols,
+                ActPattern::Random,
+                &mut rng,
+            );
+            let standard = pack_standard("test", format, &w).unwrap();
+            let want: Vec<f32> = reference(&standard, &act)
+                .y
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            for kernel in kernels.iter().filter(|k| k.info().format == format) {
+                let got = run(*kernel, &w, &act, &threaded);
+                let bad = got
+                    .iter()
+                    .zip(&want)
+                    .position(|(a, b)| a.to_bits() != b.to_bits());
+                assert!(
+                    bad.is_none(),
+                    "{} {rows}x{cols}: y[{}] = {} want {}",
+                    kernel.info().name,
+                    bad.unwrap(),
+                    got[bad.unwrap()],
+                    want[bad.unwrap()]
+                );
+            }
+        }
+    }
+}

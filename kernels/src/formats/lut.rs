@@ -92,8 +92,9 @@ impl<C: Copy> Tiles<C> {
     /// Packs `rows` rows: `make(tile, chunk)` builds chunk `chunk` of tile `tile`.
     pub fn build(rows: usize, per_tile: usize, mut make: impl FnMut(usize, usize) -> C) -> Self {
         let tiles = rows.div_ceil(TILE_ROWS);
-        let chunks =
-            aligned_from_iter((0..tiles * per_tile).map(|i| make(i / per_tile.max(1), i % per_tile.max(1))));
+        let chunks = aligned_from_iter(
+            (0..tiles * per_tile).map(|i| make(i / per_tile.max(1), i % per_tile.max(1))),
+        );
         Tiles {
             tiles,
             per_tile,
@@ -182,7 +183,10 @@ mod tests {
         let c = IndexChunk::from_fn(|r, s| ((r + 3 * s) % 16) as u8);
         for j in 0..16 {
             assert_eq!(c.qs[j], (j % 16) as u8 | (((16 + j) % 16) as u8) << 4);
-            assert_eq!(c.qs[16 + j], ((j + 3) % 16) as u8 | (((19 + j) % 16) as u8) << 4);
+            assert_eq!(
+                c.qs[16 + j],
+                ((j + 3) % 16) as u8 | (((19 + j) % 16) as u8) << 4
+            );
         }
         for r in 0..32 {
             for s in 0..2 {

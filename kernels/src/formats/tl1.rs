@@ -81,7 +81,7 @@ impl Tl1Matrix {
     pub fn weight(&self, row: usize, col: usize) -> i8 {
         let c = &self.tiles.tile(row / TILE_ROWS)[col / CHUNK_COLS];
         let (w0, w1) = pair_weights(c.index(row % TILE_ROWS, (col % 4) / 2));
-        if col % 2 == 0 {
+        if col.is_multiple_of(2) {
             w0
         } else {
             w1
@@ -171,7 +171,13 @@ mod tests {
     fn golden_bytes_of_a_hand_made_tile() {
         // 32 x 4: row r has weights (1, -1, 0, 1) if r is even, (0, 0, -1, -1) if odd.
         let values: Vec<i8> = (0..32)
-            .flat_map(|r| if r % 2 == 0 { [1, -1, 0, 1] } else { [0, 0, -1, -1] })
+            .flat_map(|r| {
+                if r % 2 == 0 {
+                    [1, -1, 0, 1]
+                } else {
+                    [0, 0, -1, -1]
+                }
+            })
             .collect();
         let w = TernaryMatrix::new(32, 4, values, 2.0).unwrap();
         let m = Tl1Matrix::pack(&w);
@@ -195,7 +201,9 @@ mod tests {
     #[test]
     fn any_shape_round_trips() {
         for (rows, cols) in [(1, 1), (3, 5), (33, 7), (32, 4), (65, 129)] {
-            let values: Vec<i8> = (0..rows * cols).map(|i| ((i * 7 + 1) % 3) as i8 - 1).collect();
+            let values: Vec<i8> = (0..rows * cols)
+                .map(|i| ((i * 7 + 1) % 3) as i8 - 1)
+                .collect();
             let w = TernaryMatrix::new(rows, cols, values, 0.5).unwrap();
             let m = Tl1Matrix::pack(&w);
             assert_eq!(m.tiles.tiles, rows.div_ceil(32));

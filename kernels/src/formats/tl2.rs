@@ -158,7 +158,7 @@ impl Tl2Matrix {
             let c = col - self.tl1_start();
             let chunk = &self.tl1.tile(t)[c / tl1::CHUNK_COLS];
             let (w0, w1) = tl1::pair_weights(chunk.index(r, (c % 4) / 2));
-            if c % 2 == 0 {
+            if c.is_multiple_of(2) {
                 w0
             } else {
                 w1
@@ -320,8 +320,18 @@ mod tests {
 
     #[test]
     fn any_shape_round_trips() {
-        for (rows, cols) in [(1, 1), (2, 5), (33, 6), (3, 7), (40, 11), (5, 12), (64, 200)] {
-            let values: Vec<i8> = (0..rows * cols).map(|i| ((i * 5 + 2) % 3) as i8 - 1).collect();
+        for (rows, cols) in [
+            (1, 1),
+            (2, 5),
+            (33, 6),
+            (3, 7),
+            (40, 11),
+            (5, 12),
+            (64, 200),
+        ] {
+            let values: Vec<i8> = (0..rows * cols)
+                .map(|i| ((i * 5 + 2) % 3) as i8 - 1)
+                .collect();
             let w = TernaryMatrix::new(rows, cols, values, 0.25).unwrap();
             let m = Tl2Matrix::pack(&w);
             assert_eq!(m.tl2_per_tile, cols / 6);

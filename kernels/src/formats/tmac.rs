@@ -179,7 +179,11 @@ mod tests {
         let bytes = m.to_bytes();
         assert_eq!(bytes.len(), 64);
         for j in 0..16 {
-            let (p0, p1) = if j % 2 == 0 { (0x2u8, 0xCu8) } else { (0xF, 0x0) };
+            let (p0, p1) = if j % 2 == 0 {
+                (0x2u8, 0xCu8)
+            } else {
+                (0xF, 0x0)
+            };
             assert_eq!(bytes[j], p0 | p0 << 4);
             assert_eq!(bytes[16 + j], p1 | p1 << 4);
         }
@@ -189,7 +193,9 @@ mod tests {
     #[test]
     fn any_shape_round_trips() {
         for (rows, cols) in [(1, 1), (3, 5), (33, 7), (32, 4), (65, 130)] {
-            let values: Vec<i8> = (0..rows * cols).map(|i| ((i * 11 + 1) % 3) as i8 - 1).collect();
+            let values: Vec<i8> = (0..rows * cols)
+                .map(|i| ((i * 11 + 1) % 3) as i8 - 1)
+                .collect();
             let w = TernaryMatrix::new(rows, cols, values, 0.5).unwrap();
             let m = TmacMatrix::pack(&w);
             assert_eq!(m.unpack(), w);

@@ -59,7 +59,11 @@ impl Kernel for LutKernel {
 
     fn variant(&self, w: &PreparedWeights, batch: usize) -> String {
         let (bytes, chunks, cols) = match self.info.format {
-            Format::Tl2 => (SIGNED_CHUNK_BYTES, w.cols / tl2::CHUNK_COLS, tl2::CHUNK_COLS),
+            Format::Tl2 => (
+                SIGNED_CHUNK_BYTES,
+                w.cols / tl2::CHUNK_COLS,
+                tl2::CHUNK_COLS,
+            ),
             _ => (PLAIN_CHUNK_BYTES, w.cols.div_ceil(4), 4),
         };
         describe_blocking(bytes, chunks, cols, batch)

@@ -115,7 +115,9 @@ unsafe fn tile_sums<const SIGNED: bool, const SHIFT: i32>(
             ];
             let signs = if SIGNED {
                 // SAFETY: a signed chunk has 8 sign bytes after its 32 index bytes.
-                unsafe { std::ptr::read_unaligned(idx.add(c * p.idx_chunk_bytes + 32) as *const u64) }
+                unsafe {
+                    std::ptr::read_unaligned(idx.add(c * p.idx_chunk_bytes + 32) as *const u64)
+                }
             } else {
                 0
             };
@@ -142,7 +144,8 @@ unsafe fn tile_sums<const SIGNED: bool, const SHIFT: i32>(
         for i in 0..4 {
             let a = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc16[i]));
             let b = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(acc16[i]));
-            acc32[i] = _mm256_add_epi32(acc32[i], _mm256_add_epi32(a, _mm256_slli_epi32::<SHIFT>(b)));
+            acc32[i] =
+                _mm256_add_epi32(acc32[i], _mm256_add_epi32(a, _mm256_slli_epi32::<SHIFT>(b)));
         }
         k = end;
     }
