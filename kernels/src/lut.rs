@@ -1,6 +1,9 @@
 //! Per-input lookup tables of the LUT formats (`tl1`, `tl2`, `tmac`), built
 //! once per input in `prepare_input` (so their cost is part of every timed
-//! call), and the column blocking the SIMD LUT kernels use.
+//! call), the column blocking, and [`LutKernel`]: the kernel type every SIMD
+//! LUT kernel (AVX2, AVX-512, NEON) is, whose only ISA-specific part is a
+//! function summing one 32-row tile over a run of chunks ([`drive`] does the
+//! rest: column blocks, tiles, tokens and the i2s-style scaling).
 //!
 //! Two forms:
 //! - [`PlainTables`]: one `[i16; 16]` per column group and token, read by the
@@ -19,9 +22,14 @@
 //! 32 KiB) and the shape, `TERNBENCH_LUT_KC` (chunks per block) overrides it,
 //! and the kernels report it in the `variant` column.
 
-use crate::activations::TokenQ8;
+use crate::activations::{Activations, TokenQ8};
 use crate::formats::lut::split_table;
-use crate::formats::{aligned_from_iter, tl1, tl2, tmac, AlignedVec};
+use crate::formats::tl1::Tl1Matrix;
+use crate::formats::tl2::Tl2Matrix;
+use crate::formats::tmac::TmacMatrix;
+use crate::formats::{aligned_from_iter, tl1, tl2, tmac, AlignedVec, Format};
+use crate::kernel::{Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
+use std::ops::Range;
 use std::sync::OnceLock;
 
 /// Activation `col` of token `b`, 0 past the padded row.
@@ -223,6 +231,139 @@ pub fn column_block(table_bytes: usize, chunks: usize, batch: usize) -> usize {
         chunks.max(1)
     } else {
         kc
+    }
+}
+
+// ---- The SIMD LUT kernel type (x86 and AArch64 share it) ----
+
+/// Sums of one tile: (part, tile's index pointer, token's table pointer, chunks).
+
+///
+/// # Safety
+/// The CPU must have the features of the kernel that holds it, and the
+/// pointers must cover the chunks of `range` (see [`crate::lut::drive`]).
+pub(crate) type SumsFn = unsafe fn(&Part, *const u8, *const u8, Range<usize>) -> [i32; 32];
+
+/// A LUT kernel of one format on one ISA.
+pub struct LutKernel {
+    pub(crate) info: &'static KernelInfo,
+    pub(crate) sums: SumsFn,
+}
+
+fn tables_for(format: Format, act: &Activations) -> SplitTables {
+    let t = act.token_q8();
+    match format {
+        Format::Tl1 => SplitTables::tl1(t, t.cols.div_ceil(tl1::CHUNK_COLS)),
+        Format::Tl2 => SplitTables::tl2(t),
+        Format::Tmac => SplitTables::tmac(t, t.cols.div_ceil(tmac::CHUNK_COLS)),
+        other => unreachable!("{other} is not a LUT format"),
+    }
+}
+
+impl Kernel for LutKernel {
+    fn info(&self) -> &'static KernelInfo {
+        self.info
+    }
+
+    fn prepare_input(&self, act: Activations) -> PreparedInput {
+        let t = tables_for(self.info.format, &act);
+        PreparedInput {
+            act,
+            derived: Some(Box::new(t)),
+        }
+    }
+
+    fn variant(&self, w: &PreparedWeights, batch: usize) -> String {
+        let (bytes, chunks, cols) = match self.info.format {
+            Format::Tl2 => (
+                SIGNED_CHUNK_BYTES,
+                w.cols / tl2::CHUNK_COLS,
+                tl2::CHUNK_COLS,
+            ),
+            _ => (PLAIN_CHUNK_BYTES, w.cols.div_ceil(4), 4),
+        };
+        describe_blocking(bytes, chunks, cols, batch)
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        if let Some(missing) = crate::cpu::features().first_missing(self.info.requires) {
+            panic!(
+                "kernel {} needs the CPU feature '{missing}', which this CPU does not have",
+                self.info.name
+            );
+        }
+        let act = x.act.token_q8();
+        // An input prepared by another kernel lacks the tables.
+        let owned;
+        let tables = match x
+            .derived
+            .as_ref()
+            .and_then(|d| d.downcast_ref::<SplitTables>())
+        {
+            Some(t) => t,
+            None => {
+                owned = tables_for(self.info.format, &x.act);
+                &owned
+            }
+        };
+        let plain = |idx: *const u8, chunks: usize, tbl_offset: usize, b_shift: u32| Part {
+            idx,
+            idx_chunk_bytes: 32,
+            chunks,
+            tbl_offset,
+            tbl_chunk_bytes: PLAIN_CHUNK_BYTES,
+            signed: false,
+            b_shift,
+        };
+        let (parts, scale, subtract_sum, rows, tiles) = match self.info.format {
+            Format::Tl1 => {
+                let m = w.expect::<Tl1Matrix>();
+                let p = plain(m.tiles.chunks.as_ptr().cast(), m.chunks_per_tile, 0, 0);
+                assert_eq!(tables.plain, m.chunks_per_tile);
+                (vec![p], m.scale, false, m.rows, m.tiles.tiles)
+            }
+            Format::Tmac => {
+                let m = w.expect::<TmacMatrix>();
+                let p = plain(m.tiles.chunks.as_ptr().cast(), m.chunks_per_tile, 0, 1);
+                assert_eq!(tables.plain, m.chunks_per_tile);
+                (vec![p], m.scale, true, m.rows, m.tiles.tiles)
+            }
+            Format::Tl2 => {
+                let m = w.expect::<Tl2Matrix>();
+                let (n3, n2) = (m.tl2_per_tile, m.tl1_per_tile);
+                assert_eq!((tables.signed, tables.plain), (n3, n2));
+                let signed = Part {
+                    idx: m.tl2.chunks.as_ptr().cast(),
+                    idx_chunk_bytes: tl2::BLOCK_BYTES,
+                    chunks: n3,
+                    tbl_offset: 0,
+                    tbl_chunk_bytes: SIGNED_CHUNK_BYTES,
+                    signed: true,
+                    b_shift: 0,
+                };
+                let rest = plain(m.tl1.chunks.as_ptr().cast(), n2, n3 * SIGNED_CHUNK_BYTES, 0);
+                (vec![signed, rest], m.scale, false, m.rows, m.tl2.tiles)
+            }
+            other => unreachable!("{other} is not a LUT format"),
+        };
+        assert!(out.rows().end <= rows && rows.div_ceil(32) == tiles);
+        assert_eq!(tables.bytes.len(), tables.stride * act.batch);
+        assert!(act.batch == out.batch());
+        let sums = self.sums;
+        // SAFETY: ensure_features checked the CPU; the parts point at the
+        // matrix's tiles (all of them exist: asserted) and the tables were
+        // built for this format and shape (asserted chunk counts).
+        unsafe {
+            drive(
+                &parts,
+                act,
+                tables,
+                scale,
+                subtract_sum,
+                out,
+                &|p, i, t, r| sums(p, i, t, r),
+            )
+        }
     }
 }
 

@@ -19,7 +19,6 @@ use crate::kernel::{Kernel, KernelInfo};
 
 pub mod avx2;
 pub mod avx512;
-pub mod lut;
 pub mod prep;
 
 /// Every x86-64 SIMD kernel compiled into this binary (the registry checks

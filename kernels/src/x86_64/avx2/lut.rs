@@ -15,8 +15,7 @@
 use crate::cpu::CpuFeature;
 use crate::formats::Format;
 use crate::kernel::{Isa, KernelInfo};
-use crate::lut::Part;
-use crate::x86_64::lut::LutKernel;
+use crate::lut::{LutKernel, Part};
 use core::arch::x86_64::*;
 use std::ops::Range;
 

@@ -14,9 +14,8 @@
 
 use crate::formats::Format;
 use crate::kernel::{Isa, KernelInfo};
-use crate::lut::Part;
+use crate::lut::{LutKernel, Part};
 use crate::x86_64::avx512::BASE_FEATURES;
-use crate::x86_64::lut::LutKernel;
 use core::arch::x86_64::*;
 use std::ops::Range;
 
