@@ -237,7 +237,6 @@ pub fn column_block(table_bytes: usize, chunks: usize, batch: usize) -> usize {
 // ---- The SIMD LUT kernel type (x86 and AArch64 share it) ----
 
 /// Sums of one tile: (part, tile's index pointer, token's table pointer, chunks).
-
 ///
 /// # Safety
 /// The CPU must have the features of the kernel that holds it, and the
