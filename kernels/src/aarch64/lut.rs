@@ -14,6 +14,10 @@
 //! ([`crate::lut::LutKernel`]), so outputs are bit-identical to the scalar
 //! reference.
 
+// Accumulators are indexed by (nibble vector, row half) in nested loops;
+// iterator chains over two-dimensional register arrays read worse.
+#![allow(clippy::needless_range_loop)]
+
 use crate::cpu::CpuFeature;
 use crate::formats::Format;
 use crate::kernel::{Isa, KernelInfo};
