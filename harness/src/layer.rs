@@ -342,6 +342,7 @@ fn run_group(
         let weight_bytes = p.copies[0].weight_bytes;
         row.weight_bytes = weight_bytes;
         row.mem_bandwidth_gbs = roofline.bandwidth(exec.n_threads());
+        row.variant = p.kernel.variant(&p.copies[0], batch);
         row.prepare_ms = p.prepare_ms;
         row.verified = verdicts[i].ok;
         row.max_abs_err = verdicts[i].max_abs_err;

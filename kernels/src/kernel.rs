@@ -17,6 +17,9 @@ use crate::formats::f16::F16Matrix;
 use crate::formats::i2s::I2sMatrix;
 use crate::formats::q4_0::Q4_0Matrix;
 use crate::formats::q8_0::Q8_0Matrix;
+use crate::formats::tl1::Tl1Matrix;
+use crate::formats::tl2::Tl2Matrix;
+use crate::formats::tmac::TmacMatrix;
 use crate::formats::tq1::Tq1Matrix;
 use crate::formats::tq2::Tq2Matrix;
 use crate::formats::{Format, TernaryMatrix, Weights};
@@ -220,6 +223,18 @@ pub fn pack_standard(
             let m = Q4_0Matrix::pack_dense(&dense());
             PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
         }
+        Format::Tl1 => {
+            let m = Tl1Matrix::pack(ternary()?);
+            PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
+        }
+        Format::Tl2 => {
+            let m = Tl2Matrix::pack(ternary()?);
+            PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
+        }
+        Format::Tmac => {
+            let m = TmacMatrix::pack(ternary()?);
+            PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
+        }
     })
 }
 
@@ -244,6 +259,12 @@ pub trait Kernel: Send + Sync {
     fn prepare_input_f32(&self, x: &[f32], batch: usize, cols: usize) -> PreparedInput {
         let scheme = self.info().format.activation_scheme();
         self.prepare_input(Activations::quantize(scheme, x, batch, cols))
+    }
+
+    /// The tiling or variant this kernel uses for `w` at `batch` tokens
+    /// (reported in the `variant` column); empty when it has no choice.
+    fn variant(&self, _w: &PreparedWeights, _batch: usize) -> String {
+        String::new()
     }
 
     /// Writes y[b][r] for every batch item b and every r in `out.rows()`.

@@ -12,6 +12,9 @@ use crate::formats::f16::F16Matrix;
 use crate::formats::i2s::I2sMatrix;
 use crate::formats::q4_0::Q4_0Matrix;
 use crate::formats::q8_0::Q8_0Matrix;
+use crate::formats::tl1::Tl1Matrix;
+use crate::formats::tl2::Tl2Matrix;
+use crate::formats::tmac::TmacMatrix;
 use crate::formats::tq1::Tq1Matrix;
 use crate::formats::tq2::Tq2Matrix;
 use crate::formats::{BlockMatrix, Format, PackedBlock};
@@ -59,10 +62,20 @@ pub fn reference(w: &PreparedWeights, act: &Activations) -> ReferenceOutput {
         magnitude: vec![0.0; batch * rows],
         terms: 1,
     };
-    match w.format {
+    let lut = |t: crate::formats::TernaryMatrix| (t.scale(), t);
+    let per_tensor = match w.format {
         Format::I2s => {
             let m = w.expect::<I2sMatrix>();
-            let t = m.unpack();
+            Some((m.scale, m.unpack()))
+        }
+        Format::Tl1 => Some(lut(w.expect::<Tl1Matrix>().unpack())),
+        Format::Tl2 => Some(lut(w.expect::<Tl2Matrix>().unpack())),
+        Format::Tmac => Some(lut(w.expect::<TmacMatrix>().unpack())),
+        _ => None,
+    };
+    match w.format {
+        Format::I2s | Format::Tl1 | Format::Tl2 | Format::Tmac => {
+            let (scale, t) = per_tensor.expect("per-tensor formats are unpacked above");
             let a = act.token_q8();
             for b in 0..batch {
                 for r in 0..rows {
@@ -72,7 +85,7 @@ pub fn reference(w: &PreparedWeights, act: &Activations) -> ReferenceOutput {
                         .zip(a.row(b))
                         .map(|(&w, &q)| w as i64 * q as i64)
                         .sum();
-                    let y = acc as f64 * m.scale as f64 / a.scale[b] as f64;
+                    let y = acc as f64 * scale as f64 / a.scale[b] as f64;
                     out.y[b * rows + r] = y;
                     out.magnitude[b * rows + r] = y.abs();
                 }

@@ -7,18 +7,24 @@
 //! once per format here; SIMD kernels may sum blocks in another order, which
 //! is why only i2s (one scaling per output) compares bit for bit after scaling.
 
+use crate::activations::{Activations, TokenQ8};
 use crate::activations::{BlockActivations, BlockQ8K};
 use crate::formats::f16::F16Matrix;
 use crate::formats::i2s::{BlockI2s, I2sMatrix};
+use crate::formats::lut::TILE_ROWS;
 use crate::formats::q4_0::{BlockQ4_0, Q4_0Matrix};
 use crate::formats::q8_0::{BlockQ8_0, Q8_0Matrix};
+use crate::formats::tl1::Tl1Matrix;
+use crate::formats::tl2::Tl2Matrix;
+use crate::formats::tmac::TmacMatrix;
 use crate::formats::tq1::{BlockTq1, Tq1Matrix};
 use crate::formats::tq2::{BlockTq2, Tq2Matrix};
 use crate::formats::{BlockMatrix, Format, PackedBlock};
 use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
+use crate::lut::PlainTables;
 
 /// Every scalar kernel, in format order.
-pub static KERNELS: [&dyn Kernel; 6] = [&I2s, &Tq2, &Tq1, &F16, &Q8_0, &Q4_0];
+pub static KERNELS: [&dyn Kernel; 9] = [&I2s, &Tq2, &Tq1, &F16, &Q8_0, &Q4_0, &Tl1, &Tl2, &Tmac];
 
 const fn info(name: &'static str, format: Format, exact: bool) -> KernelInfo {
     KernelInfo {
@@ -211,5 +217,157 @@ impl Kernel for F16 {
                 *y = sum;
             }
         }
+    }
+}
+
+/// The plain tables a LUT kernel's input carries, or built now for an input
+/// prepared by another kernel.
+fn plain_tables<'a>(
+    x: &'a PreparedInput,
+    owned: &'a mut Option<PlainTables>,
+    build: impl FnOnce(&TokenQ8) -> PlainTables,
+) -> &'a PlainTables {
+    match x
+        .derived
+        .as_ref()
+        .and_then(|d| d.downcast_ref::<PlainTables>())
+    {
+        Some(t) => t,
+        None => owned.insert(build(x.act.token_q8())),
+    }
+}
+
+/// y[b][r] = (lut_sum(b, r) - offset_b) * output_factor, the shared end of the
+/// LUT reference kernels (integer sums, one scaling per output, like i2s).
+fn lut_rows(
+    act: &TokenQ8,
+    scale: f32,
+    subtract_sum: bool,
+    out: &mut OutputTile<'_>,
+    lut_sum: impl Fn(usize, usize) -> i32,
+) {
+    let rows = out.rows();
+    for b in 0..out.batch() {
+        let factor = act.output_factor(b, scale);
+        let offset = if subtract_sum { act.sum[b] } else { 0 };
+        for (y, r) in out.row_mut(b).iter_mut().zip(rows.clone()) {
+            *y = (lut_sum(b, r) - offset) as f32 * factor;
+        }
+    }
+}
+
+pub struct Tl1;
+static TL1: KernelInfo = info("tl1-scalar", Format::Tl1, true);
+
+impl Kernel for Tl1 {
+    fn info(&self) -> &'static KernelInfo {
+        &TL1
+    }
+
+    fn prepare_input(&self, act: Activations) -> PreparedInput {
+        let chunks = act.cols().div_ceil(crate::formats::tl1::CHUNK_COLS);
+        let t = PlainTables::tl1(act.token_q8(), chunks);
+        PreparedInput {
+            act,
+            derived: Some(Box::new(t)),
+        }
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        let m = w.expect::<Tl1Matrix>();
+        let mut owned = None;
+        let tables = plain_tables(x, &mut owned, |a| PlainTables::tl1(a, m.chunks_per_tile));
+        lut_rows(x.act.token_q8(), m.scale, false, out, |b, r| {
+            let t = tables.token(b);
+            let rr = r % TILE_ROWS;
+            m.tiles
+                .tile(r / TILE_ROWS)
+                .iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    t[2 * k][c.index(rr, 0) as usize] as i32
+                        + t[2 * k + 1][c.index(rr, 1) as usize] as i32
+                })
+                .sum()
+        });
+    }
+}
+
+pub struct Tl2;
+static TL2: KernelInfo = info("tl2-scalar", Format::Tl2, true);
+
+impl Kernel for Tl2 {
+    fn info(&self) -> &'static KernelInfo {
+        &TL2
+    }
+
+    fn prepare_input(&self, act: Activations) -> PreparedInput {
+        let t = PlainTables::tl2(act.token_q8());
+        PreparedInput {
+            act,
+            derived: Some(Box::new(t)),
+        }
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        let m = w.expect::<Tl2Matrix>();
+        let mut owned = None;
+        let tables = plain_tables(x, &mut owned, PlainTables::tl2);
+        let n3 = 2 * m.tl2_per_tile;
+        lut_rows(x.act.token_q8(), m.scale, false, out, |b, r| {
+            let t = tables.token(b);
+            let (tile, rr) = (r / TILE_ROWS, r % TILE_ROWS);
+            let mut acc = 0i32;
+            for (k, blk) in m.tl2.tile(tile).iter().enumerate() {
+                for s in 0..2 {
+                    let (mag, neg) = blk.entry(rr, s);
+                    let v = t[2 * k + s][mag as usize] as i32;
+                    acc += if neg { -v } else { v };
+                }
+            }
+            for (k, c) in m.tl1.tile(tile).iter().enumerate() {
+                for s in 0..2 {
+                    acc += t[n3 + 2 * k + s][c.index(rr, s) as usize] as i32;
+                }
+            }
+            acc
+        });
+    }
+}
+
+pub struct Tmac;
+static TMAC: KernelInfo = info("tmac-scalar", Format::Tmac, true);
+
+impl Kernel for Tmac {
+    fn info(&self) -> &'static KernelInfo {
+        &TMAC
+    }
+
+    fn prepare_input(&self, act: Activations) -> PreparedInput {
+        let chunks = act.cols().div_ceil(crate::formats::tmac::CHUNK_COLS);
+        let t = PlainTables::tmac(act.token_q8(), chunks);
+        PreparedInput {
+            act,
+            derived: Some(Box::new(t)),
+        }
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        let m = w.expect::<TmacMatrix>();
+        let mut owned = None;
+        let tables = plain_tables(x, &mut owned, |a| PlainTables::tmac(a, m.chunks_per_tile));
+        // Codes are w + 1: sum(code * a) - sum(a), as for i2s.
+        lut_rows(x.act.token_q8(), m.scale, true, out, |b, r| {
+            let t = tables.token(b);
+            let rr = r % TILE_ROWS;
+            m.tiles
+                .tile(r / TILE_ROWS)
+                .iter()
+                .zip(t)
+                .map(|(c, t)| {
+                    t[c.index(rr, 0) as usize] as i32 + 2 * t[c.index(rr, 1) as usize] as i32
+                })
+                .sum()
+        });
     }
 }

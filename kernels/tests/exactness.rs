@@ -18,6 +18,7 @@ use ternbench_kernels::activations::{
 };
 use ternbench_kernels::formats::{ActivationScheme, DenseMatrix, Format, TernaryMatrix, Weights};
 use ternbench_kernels::kernel::pack_standard;
+use ternbench_kernels::kernel::Isa;
 use ternbench_kernels::parallel::{matmul, Executor, Threading};
 use ternbench_kernels::reference::reference;
 use ternbench_kernels::registry;
@@ -405,6 +406,67 @@ fn long_rows_and_wide_batches_are_exact() {
                         want[bad.unwrap()]
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The LUT formats on the 1bitLLM 3B model's shapes, which bitnet.cpp's
+/// shape-generated TL kernels refuse: 3200 x 8640 (8640 = 6 * 1440: no TL2
+/// leftover) and 8640 x 3200 (3200 = 6 * 533 + 2: a leftover TL1 pair;
+/// 270 row tiles). Every SIMD LUT kernel must match the integer dot product
+/// bit for bit (exact-scale inputs), threaded. The scalar references are
+/// left out here (they are checked on long rows above) to keep this cheap
+/// under emulation.
+#[test]
+fn lut_kernels_handle_the_3b_model_shapes_exactly() {
+    let mut rng = Pcg64::seed_from_u64(0x3b);
+    let threaded = Executor::new(Threading::Pool, 2, false).unwrap();
+    let kernels = available();
+    for format in [Format::Tl1, Format::Tl2, Format::Tmac] {
+        for (rows, cols) in [(3200, 8640), (8640, 3200)] {
+            let w = exact_scale_weights(format, rows, cols, WeightPattern::Random, &mut rng);
+            let act = exact_scale_activations(
+                ActivationScheme::TokenQ8,
+                1,
+                cols,
+                ActPattern::Random,
+                &mut rng,
+            );
+            // All scales are 1: y is the integer dot product (computed here
+            // directly from the values, which is cheap even under emulation).
+            let Weights::Ternary(t) = &w else {
+                unreachable!("LUT formats are ternary")
+            };
+            let a = act.token_q8().row(0);
+            let want: Vec<f32> = (0..rows)
+                .map(|r| {
+                    let acc: i64 = t
+                        .row(r)
+                        .iter()
+                        .zip(a)
+                        .map(|(&w, &q)| w as i64 * q as i64)
+                        .sum();
+                    acc as f32
+                })
+                .collect();
+            for kernel in kernels
+                .iter()
+                .filter(|k| k.info().format == format && k.info().isa != Isa::Scalar)
+            {
+                let got = run(*kernel, &w, &act, &threaded);
+                let bad = got
+                    .iter()
+                    .zip(&want)
+                    .position(|(a, b)| a.to_bits() != b.to_bits());
+                assert!(
+                    bad.is_none(),
+                    "{} {rows}x{cols}: y[{}] = {} want {}",
+                    kernel.info().name,
+                    bad.unwrap(),
+                    got[bad.unwrap()],
+                    want[bad.unwrap()]
+                );
             }
         }
     }

@@ -5,6 +5,7 @@
 //! - [`neon`]: Armv8.0 Advanced SIMD only (`smull`/`smlal` into int16 lanes,
 //!   `sadalp` into int32), plus the f16 baseline (`fcvtl` + `fmla`);
 //! - [`dotprod`]: Armv8.2 `sdot` (16 int8 products into 4 int32 lanes);
+//! - [`lut`]: the LUT formats (tl1, tl2, tmac) with NEON `tbl`;
 //! - [`i8mm`]: Armv8.6 `smmla` (a 2x8 by 8x2 int8 matrix product into a 2x2
 //!   int32 tile), pairing 2 weight rows with 2 batch items: the GEMM kernels.
 //!
@@ -22,6 +23,7 @@
 mod bodies;
 pub mod dotprod;
 pub mod i8mm;
+pub mod lut;
 pub mod neon;
 pub(crate) mod peak;
 
@@ -47,6 +49,9 @@ pub static KERNELS: &[&dyn Kernel] = &[
     &i8mm::Tq1,
     &i8mm::Q8_0,
     &i8mm::Q4_0,
+    &lut::TL1,
+    &lut::TL2,
+    &lut::TMAC,
 ];
 
 /// Panics, naming the kernel and the feature, unless this CPU has every

@@ -13,8 +13,12 @@
 
 pub mod f16;
 pub mod i2s;
+pub mod lut;
 pub mod q4_0;
 pub mod q8_0;
+pub mod tl1;
+pub mod tl2;
+pub mod tmac;
 pub mod tq1;
 pub mod tq2;
 
@@ -65,6 +69,12 @@ pub enum Format {
     Q8_0,
     /// 4-bit, 32-weight blocks with an f16 scale (llama.cpp Q4_0).
     Q4_0,
+    /// bitnet.cpp TL1 (LUT): 4-bit index per weight pair, 32-row tiles, per-tensor scale.
+    Tl1,
+    /// bitnet.cpp TL2 (LUT): sign + 4-bit index per weight triple (1.67 bits), per-tensor scale.
+    Tl2,
+    /// T-MAC-style bit-serial LUT: two 1-bit planes, 4-weight groups, per-tensor scale.
+    Tmac,
 }
 
 /// How a format's kernels quantize their input activations.
@@ -81,13 +91,16 @@ pub enum ActivationScheme {
 }
 
 impl Format {
-    pub const ALL: [Format; 6] = [
+    pub const ALL: [Format; 9] = [
         Format::I2s,
         Format::Tq2,
         Format::Tq1,
         Format::F16,
         Format::Q8_0,
         Format::Q4_0,
+        Format::Tl1,
+        Format::Tl2,
+        Format::Tmac,
     ];
 
     /// The name used in kernel names and output rows (`i2s`, `q8_0`, ...).
@@ -99,6 +112,9 @@ impl Format {
             Format::F16 => "f16",
             Format::Q8_0 => "q8_0",
             Format::Q4_0 => "q4_0",
+            Format::Tl1 => "tl1",
+            Format::Tl2 => "tl2",
+            Format::Tmac => "tmac",
         }
     }
 
@@ -115,10 +131,14 @@ impl Format {
             Format::F16 => f16::ROW_ALIGN,
             Format::Q8_0 => q8_0::BLOCK_LEN,
             Format::Q4_0 => q4_0::BLOCK_LEN,
+            Format::Tl1 => tl1::CHUNK_COLS,
+            Format::Tl2 => tl2::CHUNK_COLS,
+            Format::Tmac => tmac::CHUNK_COLS,
         }
     }
 
-    /// Storage bits per weight for full blocks (the per-tensor tail of i2s is not counted).
+    /// Storage bits per weight for full blocks (the per-tensor tails of i2s and
+    /// the LUT formats are not counted).
     pub fn bits_per_weight(self) -> f64 {
         match self {
             Format::I2s => 2.0,
@@ -127,17 +147,24 @@ impl Format {
             Format::F16 => 16.0,
             Format::Q8_0 => q8_0::BLOCK_BYTES as f64 * 8.0 / q8_0::BLOCK_LEN as f64,
             Format::Q4_0 => q4_0::BLOCK_BYTES as f64 * 8.0 / q4_0::BLOCK_LEN as f64,
+            Format::Tl1 | Format::Tmac => 2.0,
+            Format::Tl2 => {
+                tl2::BLOCK_BYTES as f64 * 8.0 / (lut::TILE_ROWS * tl2::CHUNK_COLS) as f64
+            }
         }
     }
 
     /// True for the formats whose weights are ternary.
     pub fn is_ternary(self) -> bool {
-        matches!(self, Format::I2s | Format::Tq2 | Format::Tq1)
+        matches!(
+            self,
+            Format::I2s | Format::Tq2 | Format::Tq1 | Format::Tl1 | Format::Tl2 | Format::Tmac
+        )
     }
 
     pub fn activation_scheme(self) -> ActivationScheme {
         match self {
-            Format::I2s => ActivationScheme::TokenQ8,
+            Format::I2s | Format::Tl1 | Format::Tl2 | Format::Tmac => ActivationScheme::TokenQ8,
             Format::Tq2 | Format::Tq1 => ActivationScheme::Q8K,
             Format::Q8_0 | Format::Q4_0 => ActivationScheme::Q8_0,
             Format::F16 => ActivationScheme::F32,
@@ -460,5 +487,8 @@ mod tests {
         assert_eq!(Format::Tq1.bits_per_weight(), 1.6875);
         assert_eq!(Format::Q8_0.bits_per_weight(), 8.5);
         assert_eq!(Format::Q4_0.bits_per_weight(), 4.5);
+        assert_eq!(Format::Tl1.bits_per_weight(), 2.0);
+        assert!((Format::Tl2.bits_per_weight() - 5.0 / 3.0).abs() < 1e-12);
+        assert_eq!(Format::Tmac.bits_per_weight(), 2.0);
     }
 }

@@ -37,6 +37,12 @@ pub static KERNELS: &[&dyn Kernel] = &[
     &avx512::q8_0::Q8_0,
     &avx2::q4_0::Q4_0,
     &avx512::q4_0::Q4_0,
+    &avx2::lut::TL1,
+    &avx512::lut::TL1,
+    &avx2::lut::TL2,
+    &avx512::lut::TL2,
+    &avx2::lut::TMAC,
+    &avx512::lut::TMAC,
 ];
 
 /// Panics unless this CPU has every feature `info.requires` lists.

@@ -5,6 +5,7 @@
 
 pub mod f16;
 pub mod i2s;
+pub mod lut;
 pub mod q4_0;
 pub mod q8_0;
 mod tq;
