@@ -5,6 +5,8 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod gguf;
+pub mod gguf_model;
 pub mod hf;
 pub mod ops;
 pub mod reference;
