@@ -41,6 +41,10 @@ enum Command {
     Layer(LayerArgs),
     /// Tokens per second of a whole model (ppN, tgN), with the fp16 baseline timed in the same run.
     Model(crate::model::cli::ModelArgs),
+    /// Write a preset (synthetic weights) as a GGUF file in llama.cpp's bitnet architecture, to run it in llama.cpp side by side.
+    ExportGguf(crate::model::export::ExportArgs),
+    /// Greedy generation from a checkpoint (HF directory or .gguf): prints text with a tokenizer.json (feature `tokenizers`), token ids otherwise.
+    Generate(crate::model::generate::GenerateArgs),
     /// Run a benchmark configuration file (TOML), writing results.csv row by row, then the report.
     Sweep(SweepArgs),
     /// Charts (SVG, PNG), report.html and summary.md from result CSVs.
@@ -156,6 +160,8 @@ pub fn main() -> ExitCode {
         Some(Command::Kernels { format }) => list_kernels(format).map(|_| ExitCode::SUCCESS),
         Some(Command::Layer(args)) => run_layer(args),
         Some(Command::Model(args)) => crate::model::cli::run(args),
+        Some(Command::ExportGguf(args)) => crate::model::export::run(args),
+        Some(Command::Generate(args)) => crate::model::generate::run(args),
         Some(Command::Sweep(args)) => run_config(Config::load(&args.config), args.out, args.format),
         Some(Command::Report(args)) => Ok(crate::report::run(args)),
         Some(Command::Import(args)) => Ok(crate::report::import::run(args)),

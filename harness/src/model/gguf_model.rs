@@ -20,9 +20,9 @@
 //!
 //! Linear weights: TQ1_0/TQ2_0 blocks must share one scale (blocks whose
 //! weights are all zero may carry any); I2_S carries its per-tensor scale in
-//! its tail; F32/F16/Q8_0/Q4_0 weights whose values are exactly {0, ±a} are
-//! ternary with scale a, other real weights are ternarized with BitNet's
-//! absmean rule (as master weights are).
+//! its tail; F32/F16/Q8_0/Q4_0 weights (the ternary values times the scale,
+//! as llama.cpp's converter writes them) are read back by
+//! [`ternary_from_dense`].
 
 use super::config::{FfnActivation, ModelConfig};
 use super::gguf::{Dialect, GgmlType, GgufError, GgufFile, TensorInfo, Value};
@@ -257,19 +257,31 @@ fn common_block_scale<B>(
     Ok(scale.map_or(0.0, |s| s.to_f32()))
 }
 
-/// Real weights as ternary: exactly {0, ±a} gives scale a; anything else is ternarized with absmean.
+/// Real weights as ternary. GGUF files of BitNet models (llama.cpp's
+/// converter) hold the already-ternarized values times the scale: exactly
+/// {0, ±a} gives scale a; otherwise (lossy Q4_0, or master weights) the
+/// values are ternarized with the absmean rule and the scale is the mean |w|
+/// of the weights that stay non-zero, which reproduces those weights best
+/// (absmean itself would shrink an already-ternary tensor by its share of zeros).
 pub fn ternary_from_dense(rows: usize, cols: usize, values: Vec<f32>) -> TernaryMatrix {
     let a = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    if a > 0.0 && values.iter().all(|&v| v == 0.0 || v.abs() == a) {
-        let t: Vec<i8> = values
+    let t: Vec<i8> = if a > 0.0 && values.iter().all(|&v| v == 0.0 || v.abs() == a) {
+        values
             .iter()
             .map(|&v| if v == 0.0 { 0 } else { v.signum() as i8 })
-            .collect();
-        return TernaryMatrix::new(rows, cols, t, a).expect("values are ternary");
-    }
-    TernaryMatrix::from_absmean(
-        &DenseMatrix::new(rows, cols, values).expect("the shape was checked at open"),
-    )
+            .collect()
+    } else {
+        ternbench_kernels::quant::absmean_ternarize(&values).0
+    };
+    let (sum, n) = values
+        .iter()
+        .zip(&t)
+        .filter(|(_, &q)| q != 0)
+        .fold((0.0f64, 0usize), |(s, n), (v, _)| {
+            (s + v.abs() as f64, n + 1)
+        });
+    let scale = if n == 0 { 0.0 } else { (sum / n as f64) as f32 };
+    TernaryMatrix::new(rows, cols, t, scale).expect("values are ternary")
 }
 
 fn with_scale(t: TernaryMatrix, s: f32) -> TernaryMatrix {

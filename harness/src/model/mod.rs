@@ -5,6 +5,8 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod export;
+pub mod generate;
 pub mod gguf;
 pub mod gguf_model;
 pub mod hf;
