@@ -138,6 +138,7 @@ pub fn load_model(
     }
     if path.is_dir() || model.ends_with("config.json") {
         let m = HfCheckpoint::open(path)?;
+        m.check_shapes()?;
         return Ok((m.config.clone(), Box::new(m)));
     }
     let config = load_config(model)?;
