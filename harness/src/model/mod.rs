@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod export;
+pub mod fuzz;
 pub mod generate;
 pub mod gguf;
 pub mod gguf_model;
