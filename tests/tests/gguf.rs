@@ -474,7 +474,8 @@ fn bad_safetensors_checkpoints_are_bad_input() {
     let base = temp_dir("badhf");
     let st = std::fs::read(fixture.join("model.safetensors")).unwrap();
     let header_len = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, Vec<&str>)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "truncated",
             Box::new(|d: &Path| {

@@ -105,12 +105,11 @@ enum Item {
     Linear(usize, &'static str),
 }
 
+/// A file's metadata, its tensors, and what each tensor holds.
+pub type Plan = (Vec<(String, Value)>, Vec<TensorSpec>, Vec<ItemRef>);
+
 /// The metadata and tensor list of a model in llama.cpp's `bitnet` layout.
-pub fn plan(
-    config: &ModelConfig,
-    wtype: WeightType,
-    embd: EmbdType,
-) -> Result<(Vec<(String, Value)>, Vec<TensorSpec>, Vec<ItemRef>), String> {
+pub fn plan(config: &ModelConfig, wtype: WeightType, embd: EmbdType) -> Result<Plan, String> {
     let c = config;
     if c.q_dim() != c.hidden {
         return Err(format!(
