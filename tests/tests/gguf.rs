@@ -285,6 +285,21 @@ fn generate_from_an_exported_gguf_matches_the_synthetic_model() {
         ],
         &["'x': expected a token id"],
     );
+    assert_bad_input(
+        &[
+            "generate",
+            "--model",
+            path.to_str().unwrap(),
+            "--prompt-ids",
+            "1",
+            "-n",
+            "100000000000",
+        ],
+        &[
+            "-n 100000000000: a KV cache of 100000000001 positions takes",
+            "expected at most 16 GiB",
+        ],
+    );
 }
 
 #[test]

@@ -85,6 +85,9 @@ pub struct GenerateArgs {
     seed: u64,
 }
 
+/// Largest KV cache `generate` allocates.
+const MAX_KV_BYTES: u64 = 16 << 30;
+
 /// Text <-> token ids.
 pub trait Tokenizer {
     fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>>;
@@ -210,6 +213,18 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         return bad(anyhow::anyhow!(
             "prompt token id {t} is outside the vocabulary of {} tokens",
             config.vocab
+        ));
+    }
+    let positions = prompt.len().saturating_add(args.n_gen);
+    let kv_bytes = [2, config.layers, config.kv_dim(), 4, positions]
+        .iter()
+        .fold(1u64, |a, &b| a.saturating_mul(b as u64));
+    if kv_bytes > MAX_KV_BYTES {
+        return bad(anyhow::anyhow!(
+            "-n {}: a KV cache of {positions} positions takes {:.1} GiB; expected at most {} GiB",
+            args.n_gen,
+            kv_bytes as f64 / (1u64 << 30) as f64,
+            MAX_KV_BYTES >> 30
         ));
     }
     if let Err(f) = registry::availability(args.kernel) {
