@@ -46,6 +46,10 @@ enum Command {
     /// The roofline: read bandwidth (GB/s) and the peak int8 dot-product and f32 FMA rates (GOP/s) of each ISA, per thread count.
     #[command(alias = "roofline")]
     Bandwidth(BandwidthArgs),
+    /// Write a preset (synthetic weights) as a GGUF file in llama.cpp's bitnet architecture, to run it in llama.cpp side by side.
+    ExportGguf(crate::model::export::ExportArgs),
+    /// Greedy generation from a checkpoint (HF directory or .gguf): prints text with a tokenizer.json (feature `tokenizers`), token ids otherwise.
+    Generate(crate::model::generate::GenerateArgs),
     /// Run a benchmark configuration file (TOML), writing results.csv row by row, then the report.
     Sweep(SweepArgs),
     /// Charts (SVG, PNG), report.html and summary.md from result CSVs.
@@ -193,6 +197,8 @@ pub fn main() -> ExitCode {
         Some(Command::Layer(args)) => run_layer(args),
         Some(Command::Bandwidth(args)) => run_bandwidth(args).map(|_| ExitCode::SUCCESS),
         Some(Command::Model(args)) => crate::model::cli::run(args),
+        Some(Command::ExportGguf(args)) => crate::model::export::run(args),
+        Some(Command::Generate(args)) => crate::model::generate::run(args),
         Some(Command::Sweep(args)) => {
             let config = match (&args.config, &args.resume) {
                 (Some(c), _) => Config::load(c),

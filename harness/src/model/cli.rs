@@ -2,9 +2,13 @@
 
 use super::bench::{self, BatchMode, ModelBench};
 use super::config::ModelConfig;
-use super::weights::SyntheticSource;
+use super::gguf::Dialect;
+use super::gguf_model::GgufModel;
+use super::hf::HfCheckpoint;
+use super::weights::{SyntheticSource, WeightSource};
 use crate::output::{OutputFormat, Sink};
 use clap::Args;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use ternbench_kernels::formats::Format;
@@ -53,9 +57,13 @@ impl std::fmt::Debug for Kernels {
 
 #[derive(Args, Debug)]
 pub struct ModelArgs {
-    /// A preset (bitnet-b1.58-2b4t, bitnet_b1_58-large, dummy-125M ... dummy-100B) or a TOML file with a custom shape.
+    /// A preset (bitnet-b1.58-2b4t, bitnet_b1_58-large, dummy-125M ... dummy-100B), a TOML file with a custom shape,
+    /// a Hugging Face checkpoint directory (config.json + model.safetensors) or a .gguf file.
     #[arg(long)]
     model: String,
+    /// Meaning of GGUF type id 36: bitnet-cpp (I2_S) or ggml (retired, refused); by default the file's metadata decides.
+    #[arg(long, value_enum)]
+    gguf_dialect: Option<Dialect>,
     /// Kernels of the linear layers: names, 'auto', 'all' or FORMAT-auto.
     #[arg(long, default_value = "i2s-auto", value_parser = |s: &str| parse_kernel_list(s).map(Kernels))]
     kernel: Kernels,
@@ -106,7 +114,7 @@ pub struct ModelArgs {
 }
 
 /// Resolves `--model`: a preset name or a TOML file.
-fn load_config(model: &str) -> anyhow::Result<ModelConfig> {
+pub fn load_config(model: &str) -> anyhow::Result<ModelConfig> {
     if model.ends_with(".toml") {
         let text = std::fs::read_to_string(model)
             .map_err(|e| anyhow::anyhow!("{model}: cannot read: {e}"))?;
@@ -115,23 +123,42 @@ fn load_config(model: &str) -> anyhow::Result<ModelConfig> {
     Ok(ModelConfig::preset(model)?)
 }
 
+/// Resolves `--model` to a shape and its weights: a .gguf file, a Hugging Face
+/// checkpoint directory (or its config.json), or a preset / TOML shape with
+/// seeded synthetic weights.
+pub fn load_model(
+    model: &str,
+    seed: u64,
+    dialect: Option<Dialect>,
+) -> anyhow::Result<(ModelConfig, Box<dyn WeightSource>)> {
+    let path = Path::new(model);
+    if model.ends_with(".gguf") {
+        let m = GgufModel::open(path, dialect)?;
+        return Ok((m.config.clone(), Box::new(m)));
+    }
+    if path.is_dir() || model.ends_with("config.json") {
+        let m = HfCheckpoint::open(path)?;
+        m.check_shapes()?;
+        return Ok((m.config.clone(), Box::new(m)));
+    }
+    let config = load_config(model)?;
+    Ok((config.clone(), Box::new(SyntheticSource { config, seed })))
+}
+
 pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
     if args.n_prompt == 0 && args.n_gen == 0 {
         eprintln!("error: -p and -n are both 0; expected at least one test");
         return Ok(ExitCode::from(2));
     }
-    let config = match load_config(&args.model) {
+    let (config, source) = match load_model(&args.model, args.seed, args.gguf_dialect) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return Ok(ExitCode::from(2));
         }
     };
     let bench = ModelBench {
-        source: Box::new(SyntheticSource {
-            config: config.clone(),
-            seed: args.seed,
-        }),
+        source,
         config,
         kernels: args.kernel.0,
         baseline: !args.no_baseline,

@@ -197,6 +197,61 @@ impl HfCheckpoint {
         })
     }
 
+    /// Checks that every tensor the config needs is present with the right shape
+    /// (before anything is unpacked, so a mismatch is reported as bad input).
+    pub fn check_shapes(&self) -> anyhow::Result<()> {
+        let c = &self.config;
+        let mut want: Vec<(String, Vec<usize>)> = vec![
+            ("model.embed_tokens.weight".into(), vec![c.vocab, c.hidden]),
+            ("model.norm.weight".into(), vec![c.hidden]),
+        ];
+        for l in 0..c.layers {
+            for (name, rows, cols) in c.linear_shapes() {
+                let key = format!(
+                    "model.layers.{l}.{}.{name}.weight",
+                    Self::layer_prefix(name)
+                );
+                let rows = match self.layout {
+                    LinearLayout::Master => rows,
+                    LinearLayout::Packed => rows / 4,
+                };
+                want.push((key, vec![rows, cols]));
+            }
+            want.push((
+                format!("model.layers.{l}.input_layernorm.weight"),
+                vec![c.hidden],
+            ));
+            want.push((
+                format!("model.layers.{l}.post_attention_layernorm.weight"),
+                vec![c.hidden],
+            ));
+            want.push((
+                format!("model.layers.{l}.self_attn.attn_sub_norm.weight"),
+                vec![c.q_dim()],
+            ));
+            want.push((
+                format!("model.layers.{l}.mlp.ffn_sub_norm.weight"),
+                vec![c.ffn],
+            ));
+        }
+        for (key, shape) in want {
+            match self.tensors.info(&key) {
+                None => bail!(
+                    "{}: tensor '{key}' is missing",
+                    self.tensors.path().display()
+                ),
+                Some(i) if i.shape != shape => bail!(
+                    "{}: tensor '{key}' has shape {:?}; expected {shape:?} for {}",
+                    self.tensors.path().display(),
+                    i.shape,
+                    c
+                ),
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     fn layer_prefix(name: &str) -> &'static str {
         match name {
             "q_proj" | "k_proj" | "v_proj" | "o_proj" | "attn_sub_norm" => "self_attn",
