@@ -16,6 +16,7 @@ use crate::cpu::CpuFeature;
 use crate::formats::f16::F16Matrix;
 use crate::formats::i2s::I2sMatrix;
 use crate::formats::q4_0::Q4_0Matrix;
+use crate::formats::q6_k::Q6KMatrix;
 use crate::formats::q8_0::Q8_0Matrix;
 use crate::formats::tl1::Tl1Matrix;
 use crate::formats::tl2::Tl2Matrix;
@@ -221,6 +222,11 @@ pub fn pack_standard(
         }
         Format::Q4_0 => {
             let m = Q4_0Matrix::pack_dense(&dense());
+            PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
+        }
+        Format::Q6K => {
+            // Refuses K that is not a multiple of 256 (a FormatError, not a panic).
+            let m = Q6KMatrix::pack_dense(&dense())?;
             PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
         }
         Format::Tl1 => {

@@ -11,6 +11,7 @@ use crate::activations::{Activations, BlockActivations};
 use crate::formats::f16::F16Matrix;
 use crate::formats::i2s::I2sMatrix;
 use crate::formats::q4_0::Q4_0Matrix;
+use crate::formats::q6_k::Q6KMatrix;
 use crate::formats::q8_0::Q8_0Matrix;
 use crate::formats::tl1::Tl1Matrix;
 use crate::formats::tl2::Tl2Matrix;
@@ -147,6 +148,24 @@ pub fn reference(w: &PreparedWeights, act: &Activations) -> ReferenceOutput {
                 |a| a.d.to_f64(),
             );
         }
+        Format::Q6K => {
+            let m = w.expect::<Q6KMatrix>();
+            // (code - 32) * scales[sub-block], so one term per super-block.
+            let values: Vec<i16> = m.unpack(|b, out: &mut [i16]| {
+                for (e, o) in out.iter_mut().enumerate() {
+                    *o = (b.code(e) as i16 - 32) * b.scales[e / 16] as i16;
+                }
+            });
+            block_reference(
+                m,
+                &values,
+                act.q8k(),
+                &mut out,
+                |a| a.qs.to_vec(),
+                |wb| wb.d.to_f64(),
+                |a| a.d as f64,
+            );
+        }
         Format::F16 => {
             let m = w.expect::<F16Matrix>();
             let dense = m.unpack();
@@ -170,9 +189,9 @@ pub fn reference(w: &PreparedWeights, act: &Activations) -> ReferenceOutput {
 }
 
 /// For block formats: term i = (sum over block i of value * activation) * d_w * d_a.
-fn block_reference<W: PackedBlock, A>(
+fn block_reference<W: PackedBlock, A, V: Copy + Into<i64>>(
     m: &BlockMatrix<W>,
-    values: &[i8],
+    values: &[V],
     act: &BlockActivations<A>,
     out: &mut ReferenceOutput,
     act_values: impl Fn(&A) -> Vec<i8>,
@@ -191,7 +210,7 @@ fn block_reference<W: PackedBlock, A>(
                 let isum: i64 = values[r * cols + span.start..r * cols + span.end]
                     .iter()
                     .zip(&a[span])
-                    .map(|(&v, &q)| v as i64 * q as i64)
+                    .map(|(&v, &q)| v.into() * q as i64)
                     .sum();
                 let t = isum as f64 * w_scale(wb) * a_scale(&a_blocks[i]);
                 y += t;

@@ -13,6 +13,7 @@ use crate::formats::f16::F16Matrix;
 use crate::formats::i2s::{BlockI2s, I2sMatrix};
 use crate::formats::lut::TILE_ROWS;
 use crate::formats::q4_0::{BlockQ4_0, Q4_0Matrix};
+use crate::formats::q6_k::{BlockQ6K, Q6KMatrix};
 use crate::formats::q8_0::{BlockQ8_0, Q8_0Matrix};
 use crate::formats::tl1::Tl1Matrix;
 use crate::formats::tl2::Tl2Matrix;
@@ -24,7 +25,9 @@ use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, Prepared
 use crate::lut::PlainTables;
 
 /// Every scalar kernel, in format order.
-pub static KERNELS: [&dyn Kernel; 9] = [&I2s, &Tq2, &Tq1, &F16, &Q8_0, &Q4_0, &Tl1, &Tl2, &Tmac];
+pub static KERNELS: [&dyn Kernel; 10] = [
+    &I2s, &Tq2, &Tq1, &F16, &Q8_0, &Q4_0, &Q6K, &Tl1, &Tl2, &Tmac,
+];
 
 const fn info(name: &'static str, format: Format, exact: bool) -> KernelInfo {
     KernelInfo {
@@ -191,6 +194,39 @@ impl Kernel for Q4_0 {
                     .sum()
             },
             |wb, ab| wb.d.to_f32() * ab.d.to_f32(),
+        );
+    }
+}
+
+/// Integer dot product of one Q6_K super-block with one Q8_K block:
+/// sum over sub-blocks j of scales[j] * sum((code - 32) * a). At most
+/// 16 * 128 * 16 * 32 * 128 = 2^27 in magnitude, so i32 is exact.
+pub fn q6k_block_dot(wb: &BlockQ6K, ab: &BlockQ8K) -> i32 {
+    (0..16)
+        .map(|j| {
+            let sub: i32 = (16 * j..16 * j + 16)
+                .map(|i| (wb.code(i) as i32 - 32) * ab.qs[i] as i32)
+                .sum();
+            wb.scales[j] as i32 * sub
+        })
+        .sum()
+}
+
+pub struct Q6K;
+static Q6K_INFO: KernelInfo = info("q6_k-scalar", Format::Q6K, true);
+
+impl Kernel for Q6K {
+    fn info(&self) -> &'static KernelInfo {
+        &Q6K_INFO
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        block_scaled_rows(
+            w.expect::<Q6KMatrix>(),
+            x.act.q8k(),
+            out,
+            q6k_block_dot,
+            |wb, ab| wb.d.to_f32() * ab.d,
         );
     }
 }

@@ -35,6 +35,14 @@ fn available() -> Vec<&'static dyn Kernel> {
     registry::resolve("all").expect("the scalar kernels are always available")
 }
 
+/// `cols` rounded up to the multiple a format requires (Q6_K: 256), so every
+/// shape of the lists below is also tried on formats that refuse to pad.
+fn fit_cols(format: Format, cols: usize) -> usize {
+    format
+        .required_col_multiple()
+        .map_or(cols, |m| cols.div_ceil(m) * m)
+}
+
 #[derive(Clone, Copy, Debug)]
 enum WeightPattern {
     Random,
@@ -75,6 +83,8 @@ fn exact_scale_weights(
     let (lo, hi, pin) = match format {
         Format::Q8_0 => (-127, 127, Some(127.0)),
         Format::Q4_0 => (-8, 7, Some(-8.0)),
+        // -32 in every 16-weight sub-block: s_j = 1, d = -1/128, scales -128.
+        Format::Q6K => (-32, 31, Some(-32.0)),
         Format::F16 => (-8, 8, None),
         _ => unreachable!(),
     };
@@ -87,7 +97,11 @@ fn exact_scale_weights(
         })
         .collect();
     if let (Some(pin), false) = (pin, matches!(p, WeightPattern::AllZero)) {
-        let block = format.block_len();
+        let block = if format == Format::Q6K {
+            16
+        } else {
+            format.block_len()
+        };
         for r in 0..rows {
             for start in (0..cols).step_by(block) {
                 values[r * cols + start] = pin;
@@ -166,7 +180,7 @@ fn exact_scale_inputs_give_bit_identical_outputs_for_every_kernel() {
     let mut checked = 0;
     for format in Format::ALL {
         let scheme = format.activation_scheme();
-        for &cols in &COLS {
+        for cols in COLS.map(|c| fit_cols(format, c)) {
             for &rows in &ROWS {
                 for &batch in &BATCHES {
                     let wp = [
@@ -248,6 +262,7 @@ fn check_random(
     exec: &Executor,
 ) -> Result<(), String> {
     let format = kernel.info().format;
+    let cols = fit_cols(format, cols);
     let (w, x) = random_case(format, rows, cols, batch, seed);
     let act = Activations::quantize(format.activation_scheme(), &x, batch, cols);
     let y = run(kernel, &w, &act, exec);
@@ -281,8 +296,9 @@ fn v_is_bitwise(kernel: &dyn Kernel) -> bool {
 fn verify_catches_a_wrong_output() {
     for kernel in available() {
         let format = kernel.info().format;
-        let (w, x) = random_case(format, 5, 300, 2, 9);
-        let act = Activations::quantize(format.activation_scheme(), &x, 2, 300);
+        let cols = fit_cols(format, 300);
+        let (w, x) = random_case(format, 5, cols, 2, 9);
+        let act = Activations::quantize(format.activation_scheme(), &x, 2, cols);
         let mut y = run(kernel, &w, &act, &Executor::serial());
         let standard = pack_standard("test", format, &w).unwrap();
         assert!(
@@ -323,8 +339,9 @@ fn threading_strategies_agree_bit_for_bit() {
     let rayon = Executor::new(Threading::Rayon, 3, false).unwrap();
     for kernel in available() {
         let format = kernel.info().format;
-        let (w, x) = random_case(format, 67, 384, 3, 5);
-        let act = Activations::quantize(format.activation_scheme(), &x, 3, 384);
+        let cols = fit_cols(format, 384);
+        let (w, x) = random_case(format, 67, cols, 3, 5);
+        let act = Activations::quantize(format.activation_scheme(), &x, 3, cols);
         let serial = run(kernel, &w, &act, &Executor::serial());
         for exec in [&pool, &rayon] {
             let got = run(kernel, &w, &act, exec);
@@ -372,9 +389,14 @@ fn long_rows_and_wide_batches_are_exact() {
     let mut rng = Pcg64::seed_from_u64(0x10e6);
     let serial = Executor::serial();
     let kernels = available();
-    // Q8_0's outputs exceed 2^24 on such rows, where f32 sums stop being
+    // Q8_0's (and Q6_K's) outputs exceed 2^24 on such rows, where f32 sums stop being
     // exact; its integer sums are per 32-element block, so length adds no risk.
-    for format in Format::ALL.into_iter().filter(|&f| f != Format::Q8_0) {
+    // (Q6_K widens every 32 products to 32 bits at once; Q6_K at real
+    // model shapes is checked below.)
+    for format in Format::ALL
+        .into_iter()
+        .filter(|&f| f != Format::Q8_0 && f != Format::Q6K)
+    {
         let scheme = format.activation_scheme();
         for (cols, rows, batch) in [(4224, 5, 13), (8320, 12, 7), (6912, 9, 1), (384, 4, 8)] {
             for (wp, ap) in [
@@ -466,6 +488,60 @@ fn lut_kernels_handle_the_3b_model_shapes_exactly() {
                     bad.unwrap(),
                     got[bad.unwrap()],
                     want[bad.unwrap()]
+                );
+            }
+        }
+    }
+}
+
+/// Q6_K needs whole 256-weight super-blocks: every q6_k kernel refuses other
+/// K with an error naming the rule (no panic), and handles the BitNet 2B
+/// shapes' K (2560, 6912) and an odd row count, batch 1 and 3, bit for bit on
+/// exact-scale inputs (outputs stay below 2^24 with random values).
+#[test]
+fn q6_k_kernels_refuse_partial_super_blocks_and_handle_model_shapes() {
+    let mut rng = Pcg64::seed_from_u64(0x66);
+    let kernels: Vec<_> = available()
+        .into_iter()
+        .filter(|k| k.info().format == Format::Q6K)
+        .collect();
+    assert!(kernels.iter().any(|k| k.info().isa == Isa::Scalar));
+    for kernel in &kernels {
+        for cols in [1, 100, 255, 257, 2561] {
+            let w = Weights::Dense(DenseMatrix::new(3, cols, vec![0.5; 3 * cols]).unwrap());
+            let err = kernel.prepare(&w).unwrap_err().to_string();
+            assert!(
+                err.contains("multiple of 256"),
+                "{}: {err}",
+                kernel.info().name
+            );
+        }
+    }
+    let threaded = Executor::new(Threading::Pool, 2, false).unwrap();
+    for (rows, cols) in [(7, 2560), (5, 6912), (3, 1536)] {
+        for batch in [1, 3] {
+            let w = exact_scale_weights(Format::Q6K, rows, cols, WeightPattern::Random, &mut rng);
+            let act = exact_scale_activations(
+                ActivationScheme::Q8K,
+                batch,
+                cols,
+                ActPattern::Random,
+                &mut rng,
+            );
+            let standard = pack_standard("test", Format::Q6K, &w).unwrap();
+            let want: Vec<f32> = reference(&standard, &act)
+                .y
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            for kernel in &kernels {
+                let got = run(*kernel, &w, &act, &threaded);
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{} {rows}x{cols} batch {batch}",
+                    kernel.info().name
                 );
             }
         }

@@ -15,6 +15,7 @@ pub mod f16;
 pub mod i2s;
 pub mod lut;
 pub mod q4_0;
+pub mod q6_k;
 pub mod q8_0;
 pub mod tl1;
 pub mod tl2;
@@ -69,6 +70,8 @@ pub enum Format {
     Q8_0,
     /// 4-bit, 32-weight blocks with an f16 scale (llama.cpp Q4_0).
     Q4_0,
+    /// 6-bit, 256-weight super-blocks with int8 scales per 16 and an f16 scale (llama.cpp Q6_K).
+    Q6K,
     /// bitnet.cpp TL1 (LUT): 4-bit index per weight pair, 32-row tiles, per-tensor scale.
     Tl1,
     /// bitnet.cpp TL2 (LUT): sign + 4-bit index per weight triple (1.67 bits), per-tensor scale.
@@ -82,7 +85,7 @@ pub enum Format {
 pub enum ActivationScheme {
     /// BitNet b1.58: int8 per token, absmax scale (i2s).
     TokenQ8,
-    /// llama.cpp Q8_K: int8 per 256-element block with an f32 scale and 16 partial sums (tq1, tq2).
+    /// llama.cpp Q8_K: int8 per 256-element block with an f32 scale and 16 partial sums (tq1, tq2, q6_k).
     Q8K,
     /// llama.cpp Q8_0: int8 per 32-element block with an f16 scale (q8_0, q4_0).
     Q8_0,
@@ -91,13 +94,14 @@ pub enum ActivationScheme {
 }
 
 impl Format {
-    pub const ALL: [Format; 9] = [
+    pub const ALL: [Format; 10] = [
         Format::I2s,
         Format::Tq2,
         Format::Tq1,
         Format::F16,
         Format::Q8_0,
         Format::Q4_0,
+        Format::Q6K,
         Format::Tl1,
         Format::Tl2,
         Format::Tmac,
@@ -112,6 +116,7 @@ impl Format {
             Format::F16 => "f16",
             Format::Q8_0 => "q8_0",
             Format::Q4_0 => "q4_0",
+            Format::Q6K => "q6_k",
             Format::Tl1 => "tl1",
             Format::Tl2 => "tl2",
             Format::Tmac => "tmac",
@@ -131,6 +136,7 @@ impl Format {
             Format::F16 => f16::ROW_ALIGN,
             Format::Q8_0 => q8_0::BLOCK_LEN,
             Format::Q4_0 => q4_0::BLOCK_LEN,
+            Format::Q6K => q6_k::BLOCK_LEN,
             Format::Tl1 => tl1::CHUNK_COLS,
             Format::Tl2 => tl2::CHUNK_COLS,
             Format::Tmac => tmac::CHUNK_COLS,
@@ -147,11 +153,27 @@ impl Format {
             Format::F16 => 16.0,
             Format::Q8_0 => q8_0::BLOCK_BYTES as f64 * 8.0 / q8_0::BLOCK_LEN as f64,
             Format::Q4_0 => q4_0::BLOCK_BYTES as f64 * 8.0 / q4_0::BLOCK_LEN as f64,
+            Format::Q6K => q6_k::BLOCK_BYTES as f64 * 8.0 / q6_k::BLOCK_LEN as f64,
             Format::Tl1 | Format::Tmac => 2.0,
             Format::Tl2 => {
                 tl2::BLOCK_BYTES as f64 * 8.0 / (lut::TILE_ROWS * tl2::CHUNK_COLS) as f64
             }
         }
+    }
+
+    /// The multiple the number of columns (K) must be, for formats that
+    /// refuse to pad rows (Q6_K: whole super-blocks, as in ggml).
+    pub fn required_col_multiple(self) -> Option<usize> {
+        match self {
+            Format::Q6K => Some(q6_k::BLOCK_LEN),
+            _ => None,
+        }
+    }
+
+    /// True when a matrix with `cols` columns can be packed in this format.
+    pub fn accepts_cols(self, cols: usize) -> bool {
+        self.required_col_multiple()
+            .is_none_or(|m| cols.is_multiple_of(m))
     }
 
     /// True for the formats whose weights are ternary.
@@ -165,7 +187,7 @@ impl Format {
     pub fn activation_scheme(self) -> ActivationScheme {
         match self {
             Format::I2s | Format::Tl1 | Format::Tl2 | Format::Tmac => ActivationScheme::TokenQ8,
-            Format::Tq2 | Format::Tq1 => ActivationScheme::Q8K,
+            Format::Tq2 | Format::Tq1 | Format::Q6K => ActivationScheme::Q8K,
             Format::Q8_0 | Format::Q4_0 => ActivationScheme::Q8_0,
             Format::F16 => ActivationScheme::F32,
         }
@@ -487,6 +509,9 @@ mod tests {
         assert_eq!(Format::Tq1.bits_per_weight(), 1.6875);
         assert_eq!(Format::Q8_0.bits_per_weight(), 8.5);
         assert_eq!(Format::Q4_0.bits_per_weight(), 4.5);
+        assert_eq!(Format::Q6K.bits_per_weight(), 6.5625);
+        assert!(Format::Q6K.accepts_cols(2560) && !Format::Q6K.accepts_cols(2561));
+        assert!(Format::Q4_0.accepts_cols(33));
         assert_eq!(Format::Tl1.bits_per_weight(), 2.0);
         assert!((Format::Tl2.bits_per_weight() - 5.0 / 3.0).abs() < 1e-12);
         assert_eq!(Format::Tmac.bits_per_weight(), 2.0);
