@@ -456,12 +456,14 @@ impl Config {
         let lm_head = match opts.and_then(|o| o.lm_head.as_ref()) {
             None => registry::auto(Format::F16),
             Some(s) => match Format::from_name(s.get_ref()) {
-                Some(f @ (Format::F16 | Format::Q8_0 | Format::Q4_0)) => registry::auto(f),
+                Some(f @ (Format::F16 | Format::Q8_0 | Format::Q4_0 | Format::Q6K)) => {
+                    registry::auto(f)
+                }
                 _ => {
                     return Err(err(
                         s.span(),
                         format!(
-                            "model.lm_head: '{}'; expected \"f16\", \"q8_0\" or \"q4_0\"",
+                            "model.lm_head: '{}'; expected \"f16\", \"q8_0\", \"q4_0\" or \"q6_k\"",
                             s.get_ref()
                         ),
                     ))
@@ -903,7 +905,7 @@ node = "45nm"
             "lm_head = \"q8_0\"",
             "lm_head = \"i2s\"",
             14,
-            "\"f16\", \"q8_0\" or \"q4_0\"",
+            "\"f16\", \"q8_0\", \"q4_0\" or \"q6_k\"",
         );
         check("lm_head = \"q8_0\"", "lm_haed = \"q8_0\"", 14, "lm_haed");
         check(

@@ -38,8 +38,8 @@ fn parse_threading(s: &str) -> Result<Threading, String> {
 
 fn parse_lm_head(s: &str) -> Result<Format, String> {
     match Format::from_name(s) {
-        Some(f @ (Format::F16 | Format::Q8_0 | Format::Q4_0)) => Ok(f),
-        _ => Err(format!("'{s}': expected f16, q8_0 or q4_0")),
+        Some(f @ (Format::F16 | Format::Q8_0 | Format::Q4_0 | Format::Q6K)) => Ok(f),
+        _ => Err(format!("'{s}': expected f16, q8_0, q4_0 or q6_k")),
     }
 }
 
@@ -70,7 +70,7 @@ pub struct ModelArgs {
     /// Do not build and time the fp16 baseline model.
     #[arg(long)]
     no_baseline: bool,
-    /// Weight type of the lm_head (the tied embedding): f16 (bitnet.cpp), q8_0 or q4_0.
+    /// Weight type of the lm_head (the tied embedding): f16 (bitnet.cpp), q8_0, q4_0 or q6_k (llama.cpp's default for the output).
     #[arg(long, default_value = "f16", value_parser = parse_lm_head)]
     lm_head: Format,
     /// Thread counts, comma-separated.

@@ -2,7 +2,7 @@
 //!
 //! Every linear layer goes through the kernel trait and the worker pool; the
 //! activations of q/k/v (and of gate/up) are quantized once and shared, as
-//! they read the same input. The lm_head is a kernel too (f16, q8_0 or q4_0
+//! they read the same input. The lm_head is a kernel too (f16, q8_0, q4_0 or q6_k
 //! weights, the tied embedding). Attention runs in f32 over a KV cache (f32
 //! or f16), parallel over (token, head). Each operation's time is added to a
 //! [`Breakdown`].
@@ -19,6 +19,7 @@ use anyhow::Context;
 use std::time::Instant;
 use ternbench_kernels::formats::f16::F16Matrix;
 use ternbench_kernels::formats::q4_0::Q4_0Matrix;
+use ternbench_kernels::formats::q6_k::Q6KMatrix;
 use ternbench_kernels::formats::q8_0::Q8_0Matrix;
 use ternbench_kernels::formats::{Format, Weights};
 use ternbench_kernels::kernel::pack_standard;
@@ -187,14 +188,18 @@ impl Model {
         for (spec, blocks) in specs.iter().zip(blocks) {
             let lm_format = spec.lm_head.info().format;
             anyhow::ensure!(
-                matches!(lm_format, Format::F16 | Format::Q8_0 | Format::Q4_0),
-                "lm_head kernel {} reads {lm_format}; expected an f16, q8_0 or q4_0 kernel",
+                matches!(
+                    lm_format,
+                    Format::F16 | Format::Q8_0 | Format::Q4_0 | Format::Q6K
+                ),
+                "lm_head kernel {} reads {lm_format}; expected an f16, q8_0, q4_0 or q6_k kernel",
                 spec.lm_head.info().name
             );
             let lm_head = spec.lm_head.prepare(&embedding)?;
             let standard_layout = lm_head.get::<F16Matrix>().is_some()
                 || lm_head.get::<Q8_0Matrix>().is_some()
-                || lm_head.get::<Q4_0Matrix>().is_some();
+                || lm_head.get::<Q4_0Matrix>().is_some()
+                || lm_head.get::<Q6KMatrix>().is_some();
             let separate_embedding = if standard_layout {
                 None
             } else {
@@ -274,8 +279,14 @@ impl Model {
                 let b = &m.row(token)[i / 32];
                 *o = (b.code(i % 32) as f32 - 8.0) * b.d.to_f32();
             }
+        } else if let Some(m) = w.get::<Q6KMatrix>() {
+            for (i, o) in out.iter_mut().enumerate() {
+                let b = &m.row(token)[i / 256];
+                let e = i % 256;
+                *o = (b.code(e) as f32 - 32.0) * b.scales[e / 16] as f32 * b.d.to_f32();
+            }
         } else {
-            unreachable!("the embedding is kept in a standard f16/q8_0/q4_0 layout");
+            unreachable!("the embedding is kept in a standard f16/q8_0/q4_0/q6_k layout");
         }
     }
 
@@ -517,7 +528,14 @@ mod tests {
                 config: config.clone(),
                 seed: 7,
             };
-            let kernels = registry::resolve("all").unwrap();
+            // Formats that refuse these shapes (q6_k: K a multiple of 256)
+            // are checked at a shape of their own below.
+            let kernels: Vec<_> = registry::resolve("all")
+                .unwrap()
+                .into_iter()
+                .filter(|k| fits(k.info().format, &config))
+                .collect();
+            assert!(kernels.len() > 10);
             // The scalar f16 lm_head keeps i2s logits comparable bit for bit.
             let lm = registry::reference(Format::F16);
             let specs: Vec<ModelSpec> = kernels
@@ -567,6 +585,102 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// True when every linear layer of `config` can be packed in `format`.
+    fn fits(format: Format, config: &ModelConfig) -> bool {
+        config
+            .linear_shapes()
+            .iter()
+            .all(|&(_, _, cols)| format.accepts_cols(cols))
+    }
+
+    /// A q6_k lm_head (every q6_k kernel, with i2s-scalar or a q6_k kernel in
+    /// the linear layers) gives the reference forward's logits and greedy
+    /// tokens, batched and one token at a time; where K is not a multiple of
+    /// 256 building the model is an error that names the rule.
+    #[test]
+    fn q6_k_lm_head_matches_the_reference_forward() {
+        let exec = Executor::new(Threading::Pool, 2, false).unwrap();
+        let config = ModelConfig::from_toml(
+            "name = \"tiny256\"\nhidden = 256\nffn = 512\nlayers = 2\nheads = 4\nkv_heads = 2\nhead_dim = 64\nvocab = 300\nffn_activation = \"relu2-gated\"\nrope_theta = 10000.0\n",
+            "tiny256.toml",
+        )
+        .unwrap();
+        let source = SyntheticSource {
+            config: config.clone(),
+            seed: 11,
+        };
+        let q6k: Vec<_> = registry::resolve("all")
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.info().format == Format::Q6K)
+            .collect();
+        assert!(!q6k.is_empty());
+        let mut specs = Vec::new();
+        for &lm_head in &q6k {
+            specs.push(ModelSpec {
+                kernel: registry::reference(Format::I2s),
+                lm_head,
+            });
+            specs.push(ModelSpec {
+                kernel: lm_head,
+                lm_head,
+            });
+        }
+        let models = Model::build_many(&config, &source, &specs, config.layers, |_| {}).unwrap();
+        let prompt = [3u32, 141, 59, 26, 5];
+        for model in &models {
+            let format = model.spec.kernel.info().format;
+            let mut reference =
+                ReferenceModel::new(&config, &source, format, Format::Q6K, 16).unwrap();
+            let mut want = Vec::new();
+            let mut ref_tokens = Vec::new();
+            let mut logits = Vec::new();
+            for &t in &prompt {
+                logits = reference.step(t);
+            }
+            want.push(logits.clone());
+            for _ in 0..4 {
+                let next = argmax(&logits);
+                ref_tokens.push(next);
+                logits = reference.step(next);
+                want.push(logits.clone());
+            }
+            let name = format!(
+                "{} + lm_head {}",
+                model.spec.kernel.info().name,
+                model.spec.lm_head.info().name
+            );
+            assert!(model.lm_head.get::<Q6KMatrix>().is_some(), "{name}");
+            assert_eq!(
+                model.lm_head_bytes(),
+                (config.vocab * config.hidden / 256 * 210) as u64
+            );
+            for batched in [true, false] {
+                let (got, tokens) = generate(model, &exec, &prompt, 4, batched);
+                assert_eq!(tokens, ref_tokens, "{name} (batched {batched})");
+                for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let d = max_rel_diff(g, w);
+                    assert!(d < 1e-3, "{name} (batched {batched}) step {step}: {d}");
+                }
+            }
+        }
+        // hidden = 96: the q6_k lm_head cannot be packed.
+        let small = tiny("relu2-gated");
+        let source = SyntheticSource {
+            config: small.clone(),
+            seed: 1,
+        };
+        let spec = ModelSpec {
+            kernel: registry::reference(Format::I2s),
+            lm_head: registry::reference(Format::Q6K),
+        };
+        let err = Model::build_many(&small, &source, &[spec], small.layers, |_| {})
+            .err()
+            .expect("q6_k at hidden 96 must be refused")
+            .to_string();
+        assert!(err.contains("multiple of 256"), "{err}");
     }
 
     #[test]

@@ -7,12 +7,12 @@
 //! scale), Q8_0/Q4_0 (llama.cpp's quantizers applied to the scaled ternary
 //! values), or the bitnet.cpp fork's I2_S (then `general.file_type` = 40
 //! marks the dialect). Norms are F32; the embedding (the tied lm_head) is
-//! F16, F32, Q8_0 or Q4_0. The metadata carries what llama.cpp's loader reads
+//! F16, F32, Q8_0, Q4_0 or Q6_K. The metadata carries what llama.cpp's loader reads
 //! for `bitnet` (`bitnet.*` hyperparameters, `bitnet.hidden_activation`) and
 //! a synthetic SentencePiece-style vocabulary (`<unk>`, `<s>`, `</s>`, the
 //! 256 byte tokens, then placeholders), because llama.cpp refuses a model
 //! without one. ggml cannot pad rows, so every row length must be a multiple
-//! of the type's block (256 for TQ1_0/TQ2_0, 128 for I2_S, 32 for Q8_0/Q4_0).
+//! of the type's block (256 for TQ1_0/TQ2_0/Q6_K, 128 for I2_S, 32 for Q8_0/Q4_0).
 
 use super::config::{FfnActivation, ModelConfig};
 use super::gguf::{self, GgmlType, TensorSpec, Value};
@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use ternbench_kernels::formats::f16::F16Matrix;
 use ternbench_kernels::formats::i2s::I2sMatrix;
 use ternbench_kernels::formats::q4_0::Q4_0Matrix;
+use ternbench_kernels::formats::q6_k::Q6KMatrix;
 use ternbench_kernels::formats::q8_0::Q8_0Matrix;
 use ternbench_kernels::formats::tq1::Tq1Matrix;
 use ternbench_kernels::formats::tq2::Tq2Matrix;
@@ -84,6 +85,9 @@ pub enum EmbdType {
     Q8_0,
     #[value(name = "q4_0")]
     Q4_0,
+    /// llama.cpp's Q6_K (its default for the output matrix; needs hidden a multiple of 256).
+    #[value(name = "q6_k")]
+    Q6K,
 }
 
 impl EmbdType {
@@ -93,6 +97,7 @@ impl EmbdType {
             EmbdType::F32 => GgmlType::F32,
             EmbdType::Q8_0 => GgmlType::Q8_0,
             EmbdType::Q4_0 => GgmlType::Q4_0,
+            EmbdType::Q6K => GgmlType::Q6K,
         }
     }
 }
@@ -252,6 +257,7 @@ fn dense_bytes(d: &DenseMatrix, ty: GgmlType) -> anyhow::Result<Vec<u8>> {
         GgmlType::F16 => F16Matrix::pack(d).to_bytes(),
         GgmlType::Q8_0 => Q8_0Matrix::pack_dense(d).to_bytes(),
         GgmlType::Q4_0 => Q4_0Matrix::pack_dense(d).to_bytes(),
+        GgmlType::Q6K => Q6KMatrix::pack_dense(d)?.to_bytes(),
         other => anyhow::bail!("{} is not a dense type", other.name()),
     })
 }
@@ -446,7 +452,51 @@ mod tests {
     }
 
     #[test]
+    fn q6_k_embedding_round_trips_through_the_file() {
+        let config = tiny();
+        let source = SyntheticSource {
+            config: config.clone(),
+            seed: 4,
+        };
+        let path = temp("q6_k-embd.gguf");
+        export(
+            &config,
+            &source,
+            WeightType::Tq2_0,
+            EmbdType::Q6K,
+            &path,
+            |_, _, _| {},
+        )
+        .unwrap();
+        let m = GgufModel::open(&path, None).unwrap();
+        let t = m.file.tensor("token_embd.weight").unwrap();
+        assert_eq!(t.ty, GgmlType::Q6K);
+        assert_eq!(
+            m.file.data(t).len(),
+            config.vocab * config.hidden / 256 * 210
+        );
+        // What we read back is exactly our quantizer's output, dequantized,
+        // and close to the source (6-bit codes).
+        let src = source.embedding().unwrap();
+        let want = Q6KMatrix::pack_dense(&src).unwrap().dequantize();
+        let got = m.embedding().unwrap();
+        assert_eq!(got.values(), &want[..]);
+        let amax = src.values().iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        for (a, b) in src.values().iter().zip(got.values()) {
+            assert!((a - b).abs() <= amax / 16.0, "{a} vs {b}");
+        }
+    }
+
+    #[test]
     fn shapes_that_do_not_fit_a_block_are_refused() {
+        let mut c = tiny();
+        c.hidden = 320;
+        c.head_dim = 80;
+        let e = plan(&c, WeightType::F16, EmbdType::Q6K).unwrap_err();
+        assert!(
+            e.contains("cannot be Q6_K: ne[0] = 320 is not a multiple of the Q6_K block of 256"),
+            "{e}"
+        );
         let mut c = tiny();
         c.ffn = 320;
         let e = plan(&c, WeightType::Tq2_0, EmbdType::F16).unwrap_err();

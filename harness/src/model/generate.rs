@@ -43,8 +43,8 @@ fn parse_ids(s: &str) -> Result<Ids, String> {
 
 fn parse_lm_head(s: &str) -> Result<Format, String> {
     match Format::from_name(s) {
-        Some(f @ (Format::F16 | Format::Q8_0 | Format::Q4_0)) => Ok(f),
-        _ => Err(format!("'{s}': expected f16, q8_0 or q4_0")),
+        Some(f @ (Format::F16 | Format::Q8_0 | Format::Q4_0 | Format::Q6K)) => Ok(f),
+        _ => Err(format!("'{s}': expected f16, q8_0, q4_0 or q6_k")),
     }
 }
 
@@ -69,7 +69,7 @@ pub struct GenerateArgs {
     /// Kernel of the linear layers (one name, or FORMAT-auto).
     #[arg(long, default_value = "i2s-auto", value_parser = parse_kernel)]
     kernel: &'static dyn Kernel,
-    /// Weight type of the lm_head: f16, q8_0 or q4_0.
+    /// Weight type of the lm_head: f16, q8_0, q4_0 or q6_k.
     #[arg(long, default_value = "f16", value_parser = parse_lm_head)]
     lm_head: Format,
     #[arg(long, short = 't', default_value_t = 1)]

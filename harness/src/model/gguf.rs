@@ -75,6 +75,7 @@ pub enum GgmlType {
     F16,
     Q4_0,
     Q8_0,
+    Q6K,
     Tq1_0,
     Tq2_0,
     /// bitnet.cpp fork only (id 36 in its dialect).
@@ -82,11 +83,12 @@ pub enum GgmlType {
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 7] = [
+    pub const ALL: [GgmlType; 8] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
         GgmlType::Q8_0,
+        GgmlType::Q6K,
         GgmlType::Tq1_0,
         GgmlType::Tq2_0,
         GgmlType::I2S,
@@ -98,6 +100,7 @@ impl GgmlType {
             GgmlType::F16 => 1,
             GgmlType::Q4_0 => 2,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q6K => 14,
             GgmlType::Tq1_0 => 34,
             GgmlType::Tq2_0 => 35,
             GgmlType::I2S => 36,
@@ -110,6 +113,7 @@ impl GgmlType {
             GgmlType::F16 => "F16",
             GgmlType::Q4_0 => "Q4_0",
             GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q6K => "Q6_K",
             GgmlType::Tq1_0 => "TQ1_0",
             GgmlType::Tq2_0 => "TQ2_0",
             GgmlType::I2S => "I2_S",
@@ -123,6 +127,7 @@ impl GgmlType {
             GgmlType::F16 => (1, 2),
             GgmlType::Q4_0 => (32, 18),
             GgmlType::Q8_0 => (32, 34),
+            GgmlType::Q6K => (256, 210),
             GgmlType::Tq1_0 => (256, 54),
             GgmlType::Tq2_0 => (256, 66),
             GgmlType::I2S => (128, 32),
@@ -167,7 +172,7 @@ impl GgmlType {
             return match dialect {
                 Some((Dialect::BitnetCpp, _)) => Ok(GgmlType::I2S),
                 Some((Dialect::Ggml, why)) => Err(format!(
-                    "type id 36 is retired in upstream ggml (IQ4_NL_4_4) and the dialect is ggml ({why}); expected F32, F16, Q4_0, Q8_0, TQ1_0 or TQ2_0, or --gguf-dialect bitnet-cpp for bitnet.cpp's I2_S"
+                    "type id 36 is retired in upstream ggml (IQ4_NL_4_4) and the dialect is ggml ({why}); expected F32, F16, Q4_0, Q8_0, Q6_K, TQ1_0 or TQ2_0, or --gguf-dialect bitnet-cpp for bitnet.cpp's I2_S"
                 )),
                 None => Err(format!(
                     "type id 36 is I2_S in the bitnet.cpp fork but a retired type in upstream ggml, and the metadata does not say which (general.file_type is not {FILE_TYPE_I2S} and the architecture is not one of {FORK_ARCHITECTURES:?}); pass --gguf-dialect bitnet-cpp or --gguf-dialect ggml"
@@ -183,7 +188,6 @@ impl GgmlType {
             11 => "Q3_K",
             12 => "Q4_K",
             13 => "Q5_K",
-            14 => "Q6_K",
             15 => "Q8_K",
             16..=23 => "an IQ type",
             24 => "I8",
@@ -197,7 +201,7 @@ impl GgmlType {
             _ => "unknown",
         };
         Err(format!(
-            "type id {id} ({known}) is not supported; expected F32 (0), F16 (1), Q4_0 (2), Q8_0 (8), TQ1_0 (34), TQ2_0 (35) or I2_S (36, bitnet.cpp dialect)"
+            "type id {id} ({known}) is not supported; expected F32 (0), F16 (1), Q4_0 (2), Q8_0 (8), Q6_K (14), TQ1_0 (34), TQ2_0 (35) or I2_S (36, bitnet.cpp dialect)"
         ))
     }
 }
@@ -977,7 +981,12 @@ mod tests {
             ("zero-dim", patch(INFO_AT + 13, &0u64.to_le_bytes()), "dimension 0 = 0"),
             ("huge-dim", patch(INFO_AT + 21, &(i64::MAX as u64).to_le_bytes()), "overflow"),
             ("too-big", patch(INFO_AT + 13, &100_000u64.to_le_bytes()), "lies past the end"),
-            ("type", patch(INFO_AT + 29, &14u32.to_le_bytes()), "type id 14 (Q6_K) is not supported"),
+            ("type", patch(INFO_AT + 29, &12u32.to_le_bytes()), "type id 12 (Q4_K) is not supported"),
+            ("q6k-ne0", {
+                let mut b = patch(INFO_AT + 29, &14u32.to_le_bytes());
+                b[INFO_AT + 13..INFO_AT + 21].copy_from_slice(&100u64.to_le_bytes());
+                b
+            }, "ne[0] = 100 is not a multiple of the Q6_K block of 256"),
             ("type-99", patch(INFO_AT + 29, &99u32.to_le_bytes()), "type id 99 (unknown)"),
             ("offset", patch(INFO_AT + 33, &(1u64 << 40).to_le_bytes()), "tensor 'a' (F16 [256, 2], 1024 bytes at data offset 1099511627776) lies past the end"),
             ("misaligned", patch(INFO_AT + 33, &4u64.to_le_bytes()), "not a multiple of the alignment"),

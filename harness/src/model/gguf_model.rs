@@ -20,7 +20,7 @@
 //!
 //! Linear weights: TQ1_0/TQ2_0 blocks must share one scale (blocks whose
 //! weights are all zero may carry any); I2_S carries its per-tensor scale in
-//! its tail; F32/F16/Q8_0/Q4_0 weights (the ternary values times the scale,
+//! its tail; F32/F16/Q8_0/Q4_0/Q6_K weights (the ternary values times the scale,
 //! as llama.cpp's converter writes them) are read back by
 //! [`ternary_from_dense`].
 
@@ -30,6 +30,7 @@ use super::weights::WeightSource;
 use std::path::Path;
 use ternbench_kernels::formats::i2s::I2sMatrix;
 use ternbench_kernels::formats::q4_0::Q4_0Matrix;
+use ternbench_kernels::formats::q6_k::Q6KMatrix;
 use ternbench_kernels::formats::q8_0::Q8_0Matrix;
 use ternbench_kernels::formats::tq1::{BlockTq1, Tq1Matrix};
 use ternbench_kernels::formats::tq2::{BlockTq2, Tq2Matrix};
@@ -108,7 +109,7 @@ impl GgufModel {
         let emb = self.tensor("token_embd.weight", &[c.hidden as u64, c.vocab as u64])?;
         if !dense_type(emb.ty) {
             return Err(self.err(format!(
-                "tensor 'token_embd.weight' is {}; expected F32, F16, Q8_0 or Q4_0",
+                "tensor 'token_embd.weight' is {}; expected F32, F16, Q8_0, Q4_0 or Q6_K",
                 emb.ty.name()
             )));
         }
@@ -207,9 +208,12 @@ impl GgufModel {
             GgmlType::Q4_0 => Q4_0Matrix::from_bytes(rows, cols, bytes)
                 .map_err(named)?
                 .dequantize(),
+            GgmlType::Q6K => Q6KMatrix::from_q6k_bytes(rows, cols, bytes)
+                .map_err(named)?
+                .dequantize(),
             other => {
                 return Err(self.err(format!(
-                    "tensor '{}' is {}; expected F32, F16, Q8_0 or Q4_0",
+                    "tensor '{}' is {}; expected F32, F16, Q8_0, Q4_0 or Q6_K",
                     t.name,
                     other.name()
                 )))
@@ -228,7 +232,7 @@ impl GgufModel {
 fn dense_type(t: GgmlType) -> bool {
     matches!(
         t,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0
+        GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6K
     )
 }
 

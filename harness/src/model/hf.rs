@@ -12,7 +12,7 @@
 //!
 //! Names follow transformers' BitNetForCausalLM; the embedding is tied to the
 //! lm_head. transformers never quantizes the lm_head; here it runs through
-//! the f16/q8_0/q4_0 kernel chosen for the lm_head (f16 by default).
+//! the f16/q8_0/q4_0/q6_k kernel chosen for the lm_head (f16 by default).
 
 use super::config::{FfnActivation, ModelConfig};
 use super::safetensors::{Dtype, SafeTensors};

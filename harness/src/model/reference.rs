@@ -147,16 +147,20 @@ impl ReferenceModel {
     }
 }
 
-/// The real values of a standard-layout f16 / q8_0 / q4_0 matrix, row-major.
+/// The real values of a standard-layout f16 / q8_0 / q4_0 / q6_k matrix, row-major.
 fn dequantize(w: &PreparedWeights) -> Vec<f32> {
-    use ternbench_kernels::formats::{f16::F16Matrix, q4_0::Q4_0Matrix, q8_0::Q8_0Matrix};
+    use ternbench_kernels::formats::{
+        f16::F16Matrix, q4_0::Q4_0Matrix, q6_k::Q6KMatrix, q8_0::Q8_0Matrix,
+    };
     if let Some(m) = w.get::<F16Matrix>() {
         m.unpack().values().to_vec()
     } else if let Some(m) = w.get::<Q8_0Matrix>() {
         m.dequantize()
     } else if let Some(m) = w.get::<Q4_0Matrix>() {
         m.dequantize()
+    } else if let Some(m) = w.get::<Q6KMatrix>() {
+        m.dequantize()
     } else {
-        panic!("lm_head format {} is not f16, q8_0 or q4_0", w.format)
+        panic!("lm_head format {} is not f16, q8_0, q4_0 or q6_k", w.format)
     }
 }
