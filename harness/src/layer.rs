@@ -130,7 +130,7 @@ fn baseline_median(results: &[(&'static dyn Kernel, Option<f64>)]) -> Option<f64
 
 pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> {
     let sys = SystemInfo::get();
-    let kernels = group_kernels(bench);
+    let all_kernels = group_kernels(bench);
     let mut summary = LayerSummary::default();
     let roofline = if bench.roofline {
         // Only the thread counts that still have groups to run (a resumed sweep).
@@ -166,6 +166,33 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
         {
             continue;
         }
+        // Formats that cannot pad rows (q6_k: whole 256-weight super-blocks)
+        // sit out shapes they cannot hold, said on stderr; a shape none of
+        // the kernels can hold is an error.
+        #[allow(clippy::type_complexity)]
+        let (kernels, unfit): (Vec<&'static dyn Kernel>, Vec<&'static dyn Kernel>) = all_kernels
+            .iter()
+            .copied()
+            .partition(|k| k.info().format.accepts_cols(shape.cols));
+        for k in &unfit {
+            let m = k.info().format.required_col_multiple().unwrap_or(1);
+            crate::say!(
+                "layer {shape}: skipping {}: {} needs K (columns) a multiple of {m}",
+                k.info().name,
+                k.info().format
+            );
+        }
+        anyhow::ensure!(
+            !kernels.is_empty(),
+            "layer {shape}: none of the kernels can pack {} columns ({} needs a multiple of {})",
+            shape.cols,
+            all_kernels[0].info().format,
+            all_kernels[0]
+                .info()
+                .format
+                .required_col_multiple()
+                .unwrap_or(1)
+        );
         crate::say!(
             "layer {shape}: generating weights and packing for {} kernels",
             kernels.len()

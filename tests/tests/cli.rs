@@ -68,8 +68,17 @@ fn layer_verifies_and_times_every_kernel() {
             .unwrap_or_else(|| panic!("column {name}"))
     };
     let rows: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
-    let kernels = ternbench_kernels::registry::resolve("all").unwrap().len();
+    // q6_k needs K a multiple of 256: it sits out both shapes, saying so.
+    let kernels = ternbench_kernels::registry::resolve("all")
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.info().format.accepts_cols(300) && k.info().format.accepts_cols(257))
+        .count();
     assert_eq!(rows.len(), kernels * 2 * 2 * 2);
+    assert!(
+        stderr.contains("skipping q6_k-scalar: q6_k needs K (columns) a multiple of 256"),
+        "{stderr}"
+    );
     for row in &rows {
         assert_eq!(&row[col("verified")], "true", "{row:?}");
         let median: f64 = row[col("median_ns")].parse().unwrap();
@@ -77,6 +86,48 @@ fn layer_verifies_and_times_every_kernel() {
         assert!(row[col("speedup_vs_f16")].parse::<f64>().unwrap() > 0.0);
         assert_eq!(&row[col("schema_version")], "1");
     }
+}
+
+#[test]
+fn layer_runs_q6_k_where_k_is_whole_super_blocks_and_refuses_other_k() {
+    let out = run(&[
+        "layer",
+        "--kernel",
+        "q6_k-scalar,q6_k-auto",
+        "--shape",
+        "33x512,7x2560",
+        "--batch",
+        "1,3",
+        "--reps",
+        "2",
+        "--warmup-ms",
+        "1",
+        "--min-sample-ms",
+        "1",
+        "--format",
+        "csv",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let rows = csv_rows(&stdout);
+    assert!(rows.iter().any(|r| r["kernel"] == "q6_k-scalar"));
+    // q6_k-auto may be q6_k-scalar (deduplicated) or a SIMD kernel; plus the f16 baseline.
+    assert!(rows.len() >= 2 * 2 * 2, "{stdout}");
+    for r in &rows {
+        assert_eq!(r["verified"], "true", "{r:?}");
+    }
+    let out = run(&[
+        "layer",
+        "--kernel",
+        "q6_k-scalar",
+        "--shape",
+        "40x300",
+        "--no-baseline",
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert_no_panic(&stderr);
+    assert!(stderr.contains("multiple of 256"), "{stderr}");
 }
 
 /// Rows of a `--format csv` run, by column name.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use ternbench::model::gguf::{GgmlType, GgufFile};
 use ternbench_kernels::formats::q4_0::Q4_0Matrix;
+use ternbench_kernels::formats::q6_k::Q6KMatrix;
 use ternbench_kernels::formats::q8_0::Q8_0Matrix;
 use ternbench_kernels::formats::tq1::{BlockTq1, Tq1Matrix};
 use ternbench_kernels::formats::tq2::{BlockTq2, Tq2Matrix};
@@ -95,6 +96,9 @@ fn dequantize(ty: GgmlType, dims: &[u64], bytes: &[u8]) -> Vec<f32> {
         GgmlType::Q4_0 => Q4_0Matrix::from_bytes(rows, cols, bytes)
             .unwrap()
             .dequantize(),
+        GgmlType::Q6K => Q6KMatrix::from_q6k_bytes(rows, cols, bytes)
+            .unwrap()
+            .dequantize(),
         GgmlType::Tq2_0 => {
             let m = Tq2Matrix::from_bytes(rows, cols, bytes).unwrap();
             let d = m.blocks.iter().map(|b: &BlockTq2| b.d.to_f32()).collect();
@@ -134,6 +138,8 @@ fn the_gguf_python_package_reads_exported_files() {
         ("tq2_0", "q8_0"),
         ("q8_0", "f32"),
         ("q4_0", "q4_0"),
+        // gguf.quants dequantizes our Q6_K token_embd like ternbench does.
+        ("tq2_0", "q6_k"),
     ] {
         let path = export(&dir, wtype, embd);
         let o = Command::new("python3")
@@ -168,6 +174,10 @@ fn the_gguf_python_package_reads_exported_files() {
                 .tensor(name)
                 .unwrap_or_else(|| panic!("{wtype}: {name} not found by ternbench"));
             assert_eq!(t["type"], mine.ty.name(), "{wtype} {name}");
+            if name == "token_embd.weight" && embd == "q6_k" {
+                assert_eq!(t["type"], "Q6_K");
+                assert_eq!(t["n_bytes"], 300 * 210, "one 210-byte super-block per row");
+            }
             let dims: Vec<u64> = t["dims"]
                 .as_array()
                 .unwrap()
@@ -364,6 +374,85 @@ fn model_runs_gguf_files_and_hf_directories() {
             assert_eq!(&row[col], model);
         }
     }
+}
+
+/// A file with a Q6_K token_embd runs with a q6_k lm_head in `model` and
+/// `generate`; the row records the lm_head kernel.
+#[test]
+fn a_q6_k_embedding_runs_as_the_lm_head() {
+    let dir = temp_dir("q6k");
+    let gguf = export(&dir, "tq2_0", "q6_k");
+    let path = gguf.to_str().unwrap();
+    let o = run(&[
+        "model",
+        "--model",
+        path,
+        "--kernel",
+        "tq2-scalar",
+        "--lm-head",
+        "q6_k",
+        "-p",
+        "2",
+        "-n",
+        "2",
+        "--reps",
+        "1",
+        "--no-baseline",
+        "--format",
+        "csv",
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    let mut r = csv::Reader::from_reader(stdout.as_bytes());
+    let headers = r.headers().unwrap().clone();
+    let col = headers.iter().position(|h| h == "variant").unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for row in &rows {
+        assert!(row[col].starts_with("lm_head=q6_k-"), "{:?}", row);
+    }
+    let ids = ids_of(&run(&[
+        "generate",
+        "--model",
+        path,
+        "--prompt-ids",
+        "1,5,7",
+        "-n",
+        "4",
+        "--kernel",
+        "tq2-scalar",
+        "--lm-head",
+        "q6_k",
+    ]));
+    assert_eq!(ids.split(',').count(), 4, "{ids}");
+    // A hidden size that is not whole super-blocks is refused, not a panic.
+    let toml = dir.join("h96.toml");
+    std::fs::write(
+        &toml,
+        TINY.replace("hidden = 256", "hidden = 96")
+            .replace("head_dim = 64", "head_dim = 24"),
+    )
+    .unwrap();
+    let o = run(&[
+        "model",
+        "--model",
+        toml.to_str().unwrap(),
+        "--kernel",
+        "i2s-scalar",
+        "--lm-head",
+        "q6_k",
+        "-p",
+        "1",
+        "-n",
+        "1",
+        "--reps",
+        "1",
+        "--no-baseline",
+    ]);
+    let (_, stderr) = text(&o);
+    assert!(!o.status.success());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("multiple of 256"), "{stderr}");
 }
 
 fn gguf_bytes(dir: &Path) -> Vec<u8> {
