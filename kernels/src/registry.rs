@@ -174,7 +174,16 @@ mod tests {
             assert!(!auto(f).info().is_lossy());
             assert!(!reference(f).info().is_lossy());
         }
-        for name in ["tl1-scalar-lossy", "tl2-scalar-lossy", "tmac-scalar-lossy"].iter() {
+        #[cfg(target_arch = "x86_64")]
+        let simd = ["tl1-avx2-lossy", "tl2-avx2-lossy", "tmac-avx2-lossy"];
+        #[cfg(target_arch = "aarch64")]
+        let simd = ["tl1-neon-lossy", "tl2-neon-lossy", "tmac-neon-lossy"];
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let simd: [&str; 0] = [];
+        for name in ["tl1-scalar-lossy", "tl2-scalar-lossy", "tmac-scalar-lossy"]
+            .iter()
+            .chain(&simd)
+        {
             let k = all().iter().find(|k| k.info().name == *name);
             assert!(
                 k.is_some_and(|k| !k.info().exact),
