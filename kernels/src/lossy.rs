@@ -63,6 +63,9 @@ pub const CHUNK_BYTES: usize = 32;
 /// The largest |code|.
 pub const MAX_CODE: i32 = 127;
 
+/// The largest |entry| of any LUT table (T-MAC: 4 * 128).
+const MAX_ENTRY: i32 = 512;
+
 /// One token's table scale: entries T are coded as q ~ T * den / max.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableScale {
@@ -169,7 +172,15 @@ impl CodeTables {
                 .max()
                 .unwrap_or(0);
             let s = TableScale::of(max);
-            t.extend(tok.iter().map(|e| e.map(|v| s.code(v))));
+            // Every entry lies in -512..=512: code each value once (one
+            // integer division each) instead of each entry.
+            let codes: Vec<i8> = (-MAX_ENTRY..=MAX_ENTRY)
+                .map(|v| if v.abs() <= max { s.code(v as i16) } else { 0 })
+                .collect();
+            t.extend(
+                tok.iter()
+                    .map(|e| e.map(|v| codes[(v as i32 + MAX_ENTRY) as usize])),
+            );
             scale.push(s);
         }
         CodeTables { groups, t, scale }
