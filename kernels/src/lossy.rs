@@ -201,6 +201,8 @@ impl CodeTables {
 /// matrix (for TL2 the TL2 chunks, then the leftover TL1 chunks).
 #[derive(Clone, Debug)]
 pub struct LossyTables {
+    /// The format the tables were built for.
+    pub format: Format,
     /// Bytes per token.
     pub stride: usize,
     pub bytes: AlignedVec<u8>,
@@ -235,6 +237,7 @@ impl LossyTables {
             }
         }
         LossyTables {
+            format,
             stride,
             bytes,
             scale: codes.scale,

@@ -403,6 +403,8 @@ impl Kernel for LutKernel {
                 assert_eq!(t.bytes.len(), t.stride * act.batch);
             }
             Tables::Lossy(t) => {
+                // (TL1 and T-MAC tables have the same size.)
+                assert_eq!(t.format, format, "lossy tables of another format");
                 assert_eq!(t.stride, table_bytes);
                 assert_eq!(t.bytes.len(), t.stride * act.batch);
                 assert_eq!(t.scale.len(), act.batch);
