@@ -21,8 +21,11 @@
 //! y = (acc * M - D * offset) as f32 * (factor / D as f32)
 //! ```
 //!
-//! with the integer part exact in i64, `offset` = sum(a) for T-MAC (codes
-//! w + 1) and 0 otherwise, `factor` = w_scale / s_b as for every LUT kernel
+//! with the integer part exact in i64 (|acc| <= 3 * 127 per chunk, so the
+//! int32 row sums of the driver hold rows of up to 5.6M chunks, 22M columns;
+//! the SIMD kernels' int16 partial sums are bounded in their module docs),
+//! `offset` = sum(a) for T-MAC (codes w + 1) and 0 otherwise, `factor` =
+//! w_scale / s_b as for every LUT kernel
 //! ([`crate::activations::TokenQ8::output_factor`]): the table scale M / D is
 //! part of the one final float scaling. A single scale per token (not per
 //! column block) keeps `acc` a plain integer sum over all chunks, so the SIMD
