@@ -517,7 +517,14 @@ mod tests {
                 config: config.clone(),
                 seed: 7,
             };
-            let kernels = registry::resolve("all").unwrap();
+            // The lossy LUT kernels are left out: their int8 tables are
+            // allowed an error (checked per layer by `verify`) that the
+            // 1e-3 logit tolerance here is not meant for.
+            let kernels: Vec<_> = registry::resolve("all")
+                .unwrap()
+                .into_iter()
+                .filter(|k| !k.info().is_lossy())
+                .collect();
             // The scalar f16 lm_head keeps i2s logits comparable bit for bit.
             let lm = registry::reference(Format::F16);
             let specs: Vec<ModelSpec> = kernels
