@@ -7,8 +7,11 @@
 #   neoverse-n1  + dotprod (sdot)
 #   max          + dotprod + i8mm (smmla)
 # tests/cpu_features.rs asserts the detected feature set for each model, so a
-# run cannot silently fall back to a narrower path. Under each model it also
-# runs `ternbench kernels` and checks the availability it reports.
+# run cannot silently fall back to a narrower path. The suite includes
+# tests/lossy.rs (the NEON -lossy LUT kernels bit for bit against their scalar
+# lossy kernels, and their error bound). Under each model it also runs
+# `ternbench kernels` and checks the availability it reports, and that the
+# lossy LUT kernels are listed, available and exact=false.
 #
 # Emulation proves correctness only; never quote speeds measured under qemu.
 #
@@ -109,6 +112,15 @@ for cpu in "${CPUS[@]}"; do
       echo "error: ternbench kernels lists no $isa kernels" >&2
       bad=1
     fi
+  done
+  for format in tl1 tl2 tmac; do
+    for isa in scalar neon; do
+      name=$format-$isa-lossy
+      if ! grep -qx -- "$name,$format,$isa,[^,]*,false,yes" <<<"$csv"; then
+        echo "error: QEMU_CPU=$cpu: ternbench kernels does not list $name as exact=false, available" >&2
+        bad=1
+      fi
+    done
   done
   [ "$bad" = 0 ] || exit 1
 done

@@ -24,10 +24,16 @@ fn main() {
     let rustc_version = run(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=TERNBENCH_COMMIT={commit}");
     println!("cargo:rustc-env=TERNBENCH_RUSTC={rustc_version}");
-    // Re-run when HEAD moves or the index changes (commits, checkouts).
-    for path in ["../.git/HEAD", "../.git/index", "../.git/refs/heads"] {
-        if std::path::Path::new(path).exists() {
-            println!("cargo:rerun-if-changed={path}");
+    // Re-run when HEAD moves or the index changes (commits, checkouts). Asking
+    // git for the paths also finds them in a worktree, whose .git is a file.
+    for name in ["HEAD", "index", "refs/heads", "packed-refs"] {
+        if let Some(path) = run(
+            "git",
+            &["rev-parse", "--path-format=absolute", "--git-path", name],
+        ) {
+            if std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
         }
     }
 }

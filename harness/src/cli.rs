@@ -257,12 +257,12 @@ fn list_kernels(format: ListFormat) -> anyhow::Result<()> {
         }
         ListFormat::Table => {
             println!(
-                "{:<16} {:<6} {:<8} {:>15} {:<6} available",
+                "{:<18} {:<6} {:<8} {:>15} {:<6} available",
                 header[0], header[1], header[2], header[3], header[4]
             );
             for r in &rows {
                 println!(
-                    "{:<16} {:<6} {:<8} {:>15} {:<6} {}",
+                    "{:<18} {:<6} {:<8} {:>15} {:<6} {}",
                     r[0], r[1], r[2], r[3], r[4], r[5]
                 );
             }
@@ -291,10 +291,13 @@ pub fn coverage_markdown() -> String {
         let cells: Vec<String> = isas
             .iter()
             .map(|&isa| {
+                // The lossless kernel first, then its `-lossy` variant.
                 kernels
                     .iter()
-                    .find(|k| k.info().format == format && k.info().isa == isa)
-                    .map_or(String::new(), |k| format!("`{}`", k.info().name))
+                    .filter(|k| k.info().format == format && k.info().isa == isa)
+                    .map(|k| format!("`{}`", k.info().name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             })
             .collect();
         out += &format!("| {} | {} |\n", format, cells.join(" | "));

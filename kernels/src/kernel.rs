@@ -70,6 +70,8 @@ pub struct KernelInfo {
     pub isa: Isa,
     /// True when the output is reproducible bit for bit against the scalar
     /// reference of its format given the same inputs (integer accumulation).
+    /// False for the f16 baseline (float sums) and for the `-lossy` LUT
+    /// kernels (int8 tables, [`crate::lossy`]).
     pub exact: bool,
     /// CPU features the kernel needs; the registry refuses it without them.
     pub requires: &'static [CpuFeature],
@@ -80,6 +82,13 @@ pub struct KernelInfo {
 impl KernelInfo {
     pub fn bits_per_weight(&self) -> f64 {
         self.format.bits_per_weight()
+    }
+
+    /// True for the lossy LUT kernels (`<format>-<isa>-lossy`): a LUT format
+    /// that is not exact. Their output is checked against the error bound of
+    /// [`crate::lossy`], and `auto` never picks them.
+    pub fn is_lossy(&self) -> bool {
+        self.format.is_lut() && !self.exact
     }
 }
 

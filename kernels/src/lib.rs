@@ -19,6 +19,7 @@ pub mod activations;
 pub mod cpu;
 pub mod formats;
 pub mod kernel;
+pub mod lossy;
 pub mod lut;
 pub mod parallel;
 pub mod peak;

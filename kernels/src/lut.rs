@@ -15,6 +15,11 @@
 //!   A 32-byte load gives the `[A | B]` lanes that the index layout of
 //!   [`crate::formats::lut`] expects.
 //!
+//! The `-lossy` kernels ([`crate::lossy`]) are the same [`LutKernel`] with
+//! int8 [`LossyTables`] (32 bytes per chunk, one shuffle per lookup) and
+//! their own tile function; [`drive`] is shared, only the final scaling
+//! differs.
+//!
 //! Column blocking: a GEMV reads every table once per 32-row tile, so SIMD
 //! kernels walk the columns in blocks whose tables fit in half of the L1 data
 //! cache and sweep all tiles of their rows per block. The block length is a
@@ -29,6 +34,7 @@ use crate::formats::tl2::Tl2Matrix;
 use crate::formats::tmac::TmacMatrix;
 use crate::formats::{aligned_from_iter, tl1, tl2, tmac, AlignedVec, Format};
 use crate::kernel::{Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
+use crate::lossy::{self, LossyTables};
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -243,7 +249,8 @@ pub fn column_block(table_bytes: usize, chunks: usize, batch: usize) -> usize {
 /// pointers must cover the chunks of `range` (see [`crate::lut::drive`]).
 pub(crate) type SumsFn = unsafe fn(&Part, *const u8, *const u8, Range<usize>) -> [i32; 32];
 
-/// A LUT kernel of one format on one ISA.
+/// A LUT kernel of one format on one ISA: lossless (int16 [`SplitTables`])
+/// when `info.exact`, else lossy (int8 [`LossyTables`], `sums` then adds codes).
 pub struct LutKernel {
     pub(crate) info: &'static KernelInfo,
     pub(crate) sums: SumsFn,
@@ -259,29 +266,61 @@ fn tables_for(format: Format, act: &Activations) -> SplitTables {
     }
 }
 
+/// The tables one LUT kernel reads.
+enum Tables<'a> {
+    Split(&'a SplitTables),
+    Lossy(&'a LossyTables),
+}
+
+impl Tables<'_> {
+    fn token(&self, b: usize) -> &[u8] {
+        match self {
+            Tables::Split(t) => t.token(b),
+            Tables::Lossy(t) => t.token(b),
+        }
+    }
+}
+
+impl LutKernel {
+    fn lossy(&self) -> bool {
+        !self.info.exact
+    }
+
+    /// Table bytes per chunk of (TL1/T-MAC or TL2 leftover, TL2) chunks.
+    fn chunk_bytes(&self) -> (usize, usize) {
+        if self.lossy() {
+            (lossy::CHUNK_BYTES, lossy::CHUNK_BYTES)
+        } else {
+            (PLAIN_CHUNK_BYTES, SIGNED_CHUNK_BYTES)
+        }
+    }
+}
+
 impl Kernel for LutKernel {
     fn info(&self) -> &'static KernelInfo {
         self.info
     }
 
     fn prepare_input(&self, act: Activations) -> PreparedInput {
-        let t = tables_for(self.info.format, &act);
+        let derived: Box<dyn std::any::Any + Send + Sync> = if self.lossy() {
+            Box::new(LossyTables::new(self.info.format, act.token_q8()))
+        } else {
+            Box::new(tables_for(self.info.format, &act))
+        };
         PreparedInput {
             act,
-            derived: Some(Box::new(t)),
+            derived: Some(derived),
         }
     }
 
     fn variant(&self, w: &PreparedWeights, batch: usize) -> String {
+        let (plain, signed) = self.chunk_bytes();
         let (bytes, chunks, cols) = match self.info.format {
-            Format::Tl2 => (
-                SIGNED_CHUNK_BYTES,
-                w.cols / tl2::CHUNK_COLS,
-                tl2::CHUNK_COLS,
-            ),
-            _ => (PLAIN_CHUNK_BYTES, w.cols.div_ceil(4), 4),
+            Format::Tl2 => (signed, w.cols / tl2::CHUNK_COLS, tl2::CHUNK_COLS),
+            _ => (plain, w.cols.div_ceil(4), 4),
         };
-        describe_blocking(bytes, chunks, cols, batch)
+        let tables = if self.lossy() { ",int8-tables" } else { "" };
+        describe_blocking(bytes, chunks, cols, batch) + tables
     }
 
     fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
@@ -292,76 +331,117 @@ impl Kernel for LutKernel {
             );
         }
         let act = x.act.token_q8();
+        let format = self.info.format;
         // An input prepared by another kernel lacks the tables.
-        let owned;
-        let tables = match x
-            .derived
-            .as_ref()
-            .and_then(|d| d.downcast_ref::<SplitTables>())
-        {
-            Some(t) => t,
-            None => {
-                owned = tables_for(self.info.format, &x.act);
-                &owned
-            }
+        let derived = x.derived.as_ref();
+        let (owned_split, owned_lossy);
+        let tables = if self.lossy() {
+            Tables::Lossy(
+                match derived.and_then(|d| d.downcast_ref::<LossyTables>()) {
+                    Some(t) => t,
+                    None => {
+                        owned_lossy = LossyTables::new(format, act);
+                        &owned_lossy
+                    }
+                },
+            )
+        } else {
+            Tables::Split(
+                match derived.and_then(|d| d.downcast_ref::<SplitTables>()) {
+                    Some(t) => t,
+                    None => {
+                        owned_split = tables_for(format, &x.act);
+                        &owned_split
+                    }
+                },
+            )
         };
+        let (plain_bytes, signed_bytes) = self.chunk_bytes();
         let plain = |idx: *const u8, chunks: usize, tbl_offset: usize, b_shift: u32| Part {
             idx,
             idx_chunk_bytes: 32,
             chunks,
             tbl_offset,
-            tbl_chunk_bytes: PLAIN_CHUNK_BYTES,
+            tbl_chunk_bytes: plain_bytes,
             signed: false,
             b_shift,
         };
-        let (parts, scale, subtract_sum, rows, tiles) = match self.info.format {
+        let (parts, scale, subtract_sum, rows, tiles) = match format {
             Format::Tl1 => {
                 let m = w.expect::<Tl1Matrix>();
                 let p = plain(m.tiles.chunks.as_ptr().cast(), m.chunks_per_tile, 0, 0);
-                assert_eq!(tables.plain, m.chunks_per_tile);
                 (vec![p], m.scale, false, m.rows, m.tiles.tiles)
             }
             Format::Tmac => {
                 let m = w.expect::<TmacMatrix>();
                 let p = plain(m.tiles.chunks.as_ptr().cast(), m.chunks_per_tile, 0, 1);
-                assert_eq!(tables.plain, m.chunks_per_tile);
                 (vec![p], m.scale, true, m.rows, m.tiles.tiles)
             }
             Format::Tl2 => {
                 let m = w.expect::<Tl2Matrix>();
                 let (n3, n2) = (m.tl2_per_tile, m.tl1_per_tile);
-                assert_eq!((tables.signed, tables.plain), (n3, n2));
                 let signed = Part {
                     idx: m.tl2.chunks.as_ptr().cast(),
                     idx_chunk_bytes: tl2::BLOCK_BYTES,
                     chunks: n3,
                     tbl_offset: 0,
-                    tbl_chunk_bytes: SIGNED_CHUNK_BYTES,
+                    tbl_chunk_bytes: signed_bytes,
                     signed: true,
                     b_shift: 0,
                 };
-                let rest = plain(m.tl1.chunks.as_ptr().cast(), n2, n3 * SIGNED_CHUNK_BYTES, 0);
+                let rest = plain(m.tl1.chunks.as_ptr().cast(), n2, n3 * signed_bytes, 0);
                 (vec![signed, rest], m.scale, false, m.rows, m.tl2.tiles)
             }
             other => unreachable!("{other} is not a LUT format"),
         };
+        // The tables were built for this format and shape: every token's
+        // tables hold exactly the chunks of the parts.
+        let table_bytes: usize = parts.iter().map(|p| p.chunks * p.tbl_chunk_bytes).sum();
+        match &tables {
+            Tables::Split(t) => {
+                assert_eq!(t.stride, table_bytes);
+                assert_eq!(t.bytes.len(), t.stride * act.batch);
+            }
+            Tables::Lossy(t) => {
+                // (TL1 and T-MAC tables have the same size.)
+                assert_eq!(t.format, format, "lossy tables of another format");
+                assert_eq!(t.stride, table_bytes);
+                assert_eq!(t.bytes.len(), t.stride * act.batch);
+                assert_eq!(t.scale.len(), act.batch);
+            }
+        }
         assert!(out.rows().end <= rows && rows.div_ceil(32) == tiles);
-        assert_eq!(tables.bytes.len(), tables.stride * act.batch);
         assert!(act.batch == out.batch());
         let sums = self.sums;
-        // SAFETY: ensure_features checked the CPU; the parts point at the
-        // matrix's tiles (all of them exist: asserted) and the tables were
-        // built for this format and shape (asserted chunk counts).
-        unsafe {
+        // SAFETY: the CPU has the kernel's features (checked above); the
+        // parts point at the matrix's tiles (all of them exist: asserted) and
+        // every token's tables hold the parts' chunks (asserted sizes).
+        let acc = unsafe {
             drive(
                 &parts,
-                act,
-                tables,
-                scale,
-                subtract_sum,
-                out,
+                out.rows(),
+                out.batch(),
+                &|b| tables.token(b).as_ptr(),
                 &|p, i, t, r| sums(p, i, t, r),
             )
+        };
+        for b in 0..out.batch() {
+            let factor = act.output_factor(b, scale);
+            let offset = if subtract_sum { act.sum[b] } else { 0 };
+            let (y, s) = (out.row_mut(b), acc.token(b));
+            match &tables {
+                Tables::Split(_) => {
+                    for (y, &s) in y.iter_mut().zip(s) {
+                        *y = (s - offset) as f32 * factor;
+                    }
+                }
+                Tables::Lossy(t) => {
+                    let ts = t.scale[b];
+                    for (y, &s) in y.iter_mut().zip(s) {
+                        *y = ts.output(s, offset, factor);
+                    }
+                }
+            }
         }
     }
 }
@@ -424,61 +504,71 @@ pub(crate) struct Part {
 pub(crate) type TileSums<'a> =
     dyn Fn(&Part, *const u8, *const u8, std::ops::Range<usize>) -> [i32; 32] + 'a;
 
-/// Runs a LUT matrix multiply over `out.rows()`: column blocks of
+/// The integer row sums of a LUT matrix multiply, per token.
+pub(crate) struct RowSums {
+    acc: Vec<i32>,
+    /// Accumulators per token (whole tiles).
+    span: usize,
+    /// Offset of the first requested row within the first tile.
+    first: usize,
+    len: usize,
+}
+
+impl RowSums {
+    /// The sums of the requested rows for token `b`.
+    pub fn token(&self, b: usize) -> &[i32] {
+        &self.acc[b * self.span + self.first..][..self.len]
+    }
+}
+
+/// Sums a LUT matrix multiply over `rows`: column blocks of
 /// [`column_block`] chunks outermost, then 32-row tiles, then tokens, so the
 /// tables of a block stay in L1 while every tile of the range reads them.
-/// y = (sum - offset) * output_factor with offset = sum(a) if
-/// `subtract_sum` (codes w + 1) and 0 otherwise.
+/// The caller scales the sums (for the lossless tables
+/// y = (sum - offset) * output_factor with offset = sum(a) when the codes are
+/// w + 1, as for i2s; [`crate::lossy`] for the int8 tables).
 ///
 /// # Safety
 /// Every part's `idx` must point at `tiles * chunks` chunks of
-/// `idx_chunk_bytes` bytes covering the tiles of `out.rows()`, and every
-/// token's tables must hold the part's chunks at `tbl_offset`.
+/// `idx_chunk_bytes` bytes covering the tiles of `rows`, and `tables(b)` must
+/// point at token b's tables, which hold the part's chunks at `tbl_offset`.
 pub(crate) unsafe fn drive(
     parts: &[Part],
-    act: &TokenQ8,
-    tables: &SplitTables,
-    scale: f32,
-    subtract_sum: bool,
-    out: &mut crate::kernel::OutputTile<'_>,
+    rows: Range<usize>,
+    batch: usize,
+    tables: &dyn Fn(usize) -> *const u8,
     sums: &TileSums<'_>,
-) {
+) -> RowSums {
     use crate::formats::lut::TILE_ROWS;
-    let rows = out.rows();
-    if rows.is_empty() {
-        return;
-    }
-    let batch = out.batch();
     let (t0, t1) = (rows.start / TILE_ROWS, rows.end.div_ceil(TILE_ROWS));
     let span = (t1 - t0) * TILE_ROWS;
     let mut acc = vec![0i32; batch * span];
-    for part in parts.iter().filter(|p| p.chunks > 0) {
-        let kc = column_block(part.tbl_chunk_bytes, part.chunks, batch);
-        for start in (0..part.chunks).step_by(kc) {
-            let range = start..(start + kc).min(part.chunks);
-            for t in t0..t1 {
-                // SAFETY: tile t lies inside the part (caller).
-                let idx = unsafe { part.idx.add(t * part.chunks * part.idx_chunk_bytes) };
-                for b in 0..batch {
-                    // SAFETY: the token's tables hold this part (caller).
-                    let tbl = unsafe { tables.token(b).as_ptr().add(part.tbl_offset) };
-                    let s = sums(part, idx, tbl, range.clone());
-                    let dst = &mut acc[b * span + (t - t0) * TILE_ROWS..][..TILE_ROWS];
-                    for (d, v) in dst.iter_mut().zip(s) {
-                        *d += v;
+    if !rows.is_empty() {
+        for part in parts.iter().filter(|p| p.chunks > 0) {
+            let kc = column_block(part.tbl_chunk_bytes, part.chunks, batch);
+            for start in (0..part.chunks).step_by(kc) {
+                let range = start..(start + kc).min(part.chunks);
+                for t in t0..t1 {
+                    // SAFETY: tile t lies inside the part (caller).
+                    let idx = unsafe { part.idx.add(t * part.chunks * part.idx_chunk_bytes) };
+                    for b in 0..batch {
+                        // SAFETY: the token's tables hold this part (caller).
+                        let tbl = unsafe { tables(b).add(part.tbl_offset) };
+                        let s = sums(part, idx, tbl, range.clone());
+                        let dst = &mut acc[b * span + (t - t0) * TILE_ROWS..][..TILE_ROWS];
+                        for (d, v) in dst.iter_mut().zip(s) {
+                            *d += v;
+                        }
                     }
                 }
             }
         }
     }
-    let first = rows.start - t0 * TILE_ROWS;
-    for b in 0..batch {
-        let factor = act.output_factor(b, scale);
-        let offset = if subtract_sum { act.sum[b] } else { 0 };
-        let src = &acc[b * span + first..][..rows.len()];
-        for (y, &s) in out.row_mut(b).iter_mut().zip(src) {
-            *y = (s - offset) as f32 * factor;
-        }
+    RowSums {
+        acc,
+        span,
+        first: rows.start - t0 * TILE_ROWS,
+        len: rows.len(),
     }
 }
 

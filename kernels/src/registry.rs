@@ -1,6 +1,7 @@
 //! Every kernel by name, whether this CPU can run it, and the `auto` choice.
 //!
-//! Kernels are named `<format>-<isa>` (`i2s-scalar`, `tq2-avx2`, ...). The
+//! Kernels are named `<format>-<isa>` (`i2s-scalar`, `tq2-avx2`, ...), the
+//! lossy LUT kernels `<format>-<isa>-lossy` (`tl1-avx2-lossy`). The
 //! registry lists every kernel compiled into this binary, but hands one out
 //! only when the CPU has the features it needs; otherwise the error names
 //! the missing feature. Feature detection runs once (see [`crate::cpu`]).
@@ -23,7 +24,8 @@ pub enum RegistryError {
     Empty,
 }
 
-/// Every kernel compiled into this binary, sorted by format, then ISA.
+/// Every kernel compiled into this binary, sorted by format, then ISA, each
+/// lossless kernel before its `-lossy` variant.
 pub fn all() -> &'static [&'static dyn Kernel] {
     static ALL: OnceLock<Vec<&'static dyn Kernel>> = OnceLock::new();
     ALL.get_or_init(|| {
@@ -32,7 +34,7 @@ pub fn all() -> &'static [&'static dyn Kernel] {
         v.extend_from_slice(crate::x86_64::KERNELS);
         #[cfg(target_arch = "aarch64")]
         v.extend_from_slice(crate::aarch64::KERNELS);
-        v.sort_by_key(|k| (k.info().format, k.info().isa));
+        v.sort_by_key(|k| (k.info().format, k.info().isa, k.info().is_lossy()));
         v
     })
 }
@@ -62,13 +64,25 @@ pub fn find(name: &str) -> Result<&'static dyn Kernel, RegistryError> {
     Ok(kernel)
 }
 
-/// The scalar reference kernel of a format.
+/// The scalar reference kernel of a format (never a lossy one).
 pub fn reference(format: Format) -> &'static dyn Kernel {
     all()
         .iter()
         .copied()
-        .find(|k| k.info().format == format && k.info().isa == Isa::Scalar)
+        .find(|k| {
+            let i = k.info();
+            i.format == format && i.isa == Isa::Scalar && !i.is_lossy()
+        })
         .expect("every format has a scalar kernel")
+}
+
+/// The scalar lossy kernel of a LUT format, which defines the lossy
+/// arithmetic every SIMD lossy kernel of the format must reproduce.
+pub fn lossy_reference(format: Format) -> Option<&'static dyn Kernel> {
+    all().iter().copied().find(|k| {
+        let i = k.info();
+        i.format == format && i.isa == Isa::Scalar && i.is_lossy()
+    })
 }
 
 /// How `auto` ranks ISAs: wider or newer instructions first. A static
@@ -82,12 +96,12 @@ fn isa_rank(isa: Isa) -> u8 {
     }
 }
 
-/// The highest-ranked kernel of `format` this CPU can run.
+/// The highest-ranked lossless kernel of `format` this CPU can run.
 pub fn auto(format: Format) -> &'static dyn Kernel {
     all()
         .iter()
         .copied()
-        .filter(|k| k.info().format == format && availability(*k).is_ok())
+        .filter(|k| k.info().format == format && !k.info().is_lossy() && availability(*k).is_ok())
         .max_by_key(|k| isa_rank(k.info().isa))
         .expect("the scalar kernel is always available")
 }
@@ -141,7 +155,46 @@ mod tests {
         assert_eq!(sorted.len(), names.len(), "duplicate kernel names");
         for k in all() {
             let i = k.info();
-            assert_eq!(i.name, format!("{}-{}", i.format, i.isa));
+            let suffix = if i.is_lossy() { "-lossy" } else { "" };
+            assert_eq!(i.name, format!("{}-{}{suffix}", i.format, i.isa));
+        }
+    }
+
+    #[test]
+    fn lossy_lut_kernels_are_listed_as_inexact_and_never_auto() {
+        let lossy: Vec<_> = all().iter().filter(|k| k.info().is_lossy()).collect();
+        for f in Format::ALL {
+            let scalar = lossy_reference(f);
+            assert_eq!(scalar.is_some(), f.is_lut(), "{f}");
+            if let Some(k) = scalar {
+                assert_eq!(k.info().name, format!("{f}-scalar-lossy"));
+                assert!(!k.info().exact);
+                assert!(availability(k).is_ok());
+            }
+            assert!(!auto(f).info().is_lossy());
+            assert!(!reference(f).info().is_lossy());
+        }
+        #[cfg(target_arch = "x86_64")]
+        let simd = ["tl1-avx2-lossy", "tl2-avx2-lossy", "tmac-avx2-lossy"];
+        #[cfg(target_arch = "aarch64")]
+        let simd = ["tl1-neon-lossy", "tl2-neon-lossy", "tmac-neon-lossy"];
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let simd: [&str; 0] = [];
+        for name in ["tl1-scalar-lossy", "tl2-scalar-lossy", "tmac-scalar-lossy"]
+            .iter()
+            .chain(&simd)
+        {
+            let k = all().iter().find(|k| k.info().name == *name);
+            assert!(
+                k.is_some_and(|k| !k.info().exact),
+                "{name}: not listed with exact=false"
+            );
+        }
+        // `all` runs them wherever the CPU can.
+        let everything = resolve("all").unwrap();
+        for k in &lossy {
+            let listed = everything.iter().any(|e| e.info().name == k.info().name);
+            assert_eq!(listed, availability(**k).is_ok(), "{}", k.info().name);
         }
     }
 

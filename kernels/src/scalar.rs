@@ -22,11 +22,24 @@ use crate::formats::tq1::{BlockTq1, Tq1Matrix};
 use crate::formats::tq2::{BlockTq2, Tq2Matrix};
 use crate::formats::{BlockMatrix, Format, PackedBlock};
 use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
+use crate::lossy::CodeTables;
 use crate::lut::PlainTables;
 
 /// Every scalar kernel, in format order.
-pub static KERNELS: [&dyn Kernel; 10] = [
-    &I2s, &Tq2, &Tq1, &F16, &Q8_0, &Q4_0, &Q6K, &Tl1, &Tl2, &Tmac,
+pub static KERNELS: [&dyn Kernel; 13] = [
+    &I2s,
+    &Tq2,
+    &Tq1,
+    &F16,
+    &Q8_0,
+    &Q4_0,
+    &Q6K,
+    &Tl1,
+    &Tl2,
+    &Tmac,
+    &TL1_LOSSY_KERNEL,
+    &TL2_LOSSY_KERNEL,
+    &TMAC_LOSSY_KERNEL,
 ];
 
 const fn info(name: &'static str, format: Format, exact: bool) -> KernelInfo {
@@ -292,6 +305,49 @@ fn lut_rows(
     }
 }
 
+/// The integer sum of TL1 lookups of row `r`: `lookup(group, index)` is
+/// table `group`'s entry (exact or int8 code).
+fn tl1_row_sum(m: &Tl1Matrix, r: usize, lookup: impl Fn(usize, u8) -> i32) -> i32 {
+    let rr = r % TILE_ROWS;
+    m.tiles
+        .tile(r / TILE_ROWS)
+        .iter()
+        .enumerate()
+        .map(|(k, c)| lookup(2 * k, c.index(rr, 0)) + lookup(2 * k + 1, c.index(rr, 1)))
+        .sum()
+}
+
+/// The TL2 sum of row `r`: the signed triple lookups, then the leftover pairs.
+fn tl2_row_sum(m: &Tl2Matrix, r: usize, lookup: impl Fn(usize, u8) -> i32) -> i32 {
+    let n3 = 2 * m.tl2_per_tile;
+    let (tile, rr) = (r / TILE_ROWS, r % TILE_ROWS);
+    let mut acc = 0i32;
+    for (k, blk) in m.tl2.tile(tile).iter().enumerate() {
+        for s in 0..2 {
+            let (mag, neg) = blk.entry(rr, s);
+            let v = lookup(2 * k + s, mag);
+            acc += if neg { -v } else { v };
+        }
+    }
+    for (k, c) in m.tl1.tile(tile).iter().enumerate() {
+        for s in 0..2 {
+            acc += lookup(n3 + 2 * k + s, c.index(rr, s));
+        }
+    }
+    acc
+}
+
+/// The T-MAC sum of row `r`: sum(code * a) as plane 0 + 2 plane 1.
+fn tmac_row_sum(m: &TmacMatrix, r: usize, lookup: impl Fn(usize, u8) -> i32) -> i32 {
+    let rr = r % TILE_ROWS;
+    m.tiles
+        .tile(r / TILE_ROWS)
+        .iter()
+        .enumerate()
+        .map(|(k, c)| lookup(k, c.index(rr, 0)) + 2 * lookup(k, c.index(rr, 1)))
+        .sum()
+}
+
 pub struct Tl1;
 static TL1: KernelInfo = info("tl1-scalar", Format::Tl1, true);
 
@@ -315,16 +371,7 @@ impl Kernel for Tl1 {
         let tables = plain_tables(x, &mut owned, |a| PlainTables::tl1(a, m.chunks_per_tile));
         lut_rows(x.act.token_q8(), m.scale, false, out, |b, r| {
             let t = tables.token(b);
-            let rr = r % TILE_ROWS;
-            m.tiles
-                .tile(r / TILE_ROWS)
-                .iter()
-                .enumerate()
-                .map(|(k, c)| {
-                    t[2 * k][c.index(rr, 0) as usize] as i32
-                        + t[2 * k + 1][c.index(rr, 1) as usize] as i32
-                })
-                .sum()
+            tl1_row_sum(m, r, |g, i| t[g][i as usize] as i32)
         });
     }
 }
@@ -349,24 +396,9 @@ impl Kernel for Tl2 {
         let m = w.expect::<Tl2Matrix>();
         let mut owned = None;
         let tables = plain_tables(x, &mut owned, PlainTables::tl2);
-        let n3 = 2 * m.tl2_per_tile;
         lut_rows(x.act.token_q8(), m.scale, false, out, |b, r| {
             let t = tables.token(b);
-            let (tile, rr) = (r / TILE_ROWS, r % TILE_ROWS);
-            let mut acc = 0i32;
-            for (k, blk) in m.tl2.tile(tile).iter().enumerate() {
-                for s in 0..2 {
-                    let (mag, neg) = blk.entry(rr, s);
-                    let v = t[2 * k + s][mag as usize] as i32;
-                    acc += if neg { -v } else { v };
-                }
-            }
-            for (k, c) in m.tl1.tile(tile).iter().enumerate() {
-                for s in 0..2 {
-                    acc += t[n3 + 2 * k + s][c.index(rr, s) as usize] as i32;
-                }
-            }
-            acc
+            tl2_row_sum(m, r, |g, i| t[g][i as usize] as i32)
         });
     }
 }
@@ -395,15 +427,92 @@ impl Kernel for Tmac {
         // Codes are w + 1: sum(code * a) - sum(a), as for i2s.
         lut_rows(x.act.token_q8(), m.scale, true, out, |b, r| {
             let t = tables.token(b);
-            let rr = r % TILE_ROWS;
-            m.tiles
-                .tile(r / TILE_ROWS)
-                .iter()
-                .zip(t)
-                .map(|(c, t)| {
-                    t[c.index(rr, 0) as usize] as i32 + 2 * t[c.index(rr, 1) as usize] as i32
-                })
-                .sum()
+            tmac_row_sum(m, r, |g, i| t[g][i as usize] as i32)
         });
+    }
+}
+
+/// The scalar lossy LUT kernels (`<format>-scalar-lossy`): the definition of
+/// the int8-table arithmetic of [`crate::lossy`], which every SIMD lossy
+/// kernel must reproduce bit for bit. One type for the three formats.
+pub struct LutLossy(&'static KernelInfo);
+
+static TL1_LOSSY: KernelInfo = info("tl1-scalar-lossy", Format::Tl1, false);
+static TL2_LOSSY: KernelInfo = info("tl2-scalar-lossy", Format::Tl2, false);
+static TMAC_LOSSY: KernelInfo = info("tmac-scalar-lossy", Format::Tmac, false);
+pub static TL1_LOSSY_KERNEL: LutLossy = LutLossy(&TL1_LOSSY);
+pub static TL2_LOSSY_KERNEL: LutLossy = LutLossy(&TL2_LOSSY);
+pub static TMAC_LOSSY_KERNEL: LutLossy = LutLossy(&TMAC_LOSSY);
+
+impl Kernel for LutLossy {
+    fn info(&self) -> &'static KernelInfo {
+        self.0
+    }
+
+    fn prepare_input(&self, act: Activations) -> PreparedInput {
+        let t = CodeTables::new(self.0.format, act.token_q8());
+        PreparedInput {
+            act,
+            derived: Some(Box::new(t)),
+        }
+    }
+
+    fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
+        let format = self.0.format;
+        let act = x.act.token_q8();
+        let owned;
+        let tables = match x
+            .derived
+            .as_ref()
+            .and_then(|d| d.downcast_ref::<CodeTables>())
+        {
+            Some(t) => t,
+            None => {
+                owned = CodeTables::new(format, act);
+                &owned
+            }
+        };
+        let code = |b: usize, g: usize, i: u8| tables.token(b)[g][i as usize] as i32;
+        match format {
+            Format::Tl1 => {
+                let m = w.expect::<Tl1Matrix>();
+                lossy_rows(act, tables, m.scale, false, out, |b, r| {
+                    tl1_row_sum(m, r, |g, i| code(b, g, i))
+                });
+            }
+            Format::Tl2 => {
+                let m = w.expect::<Tl2Matrix>();
+                lossy_rows(act, tables, m.scale, false, out, |b, r| {
+                    tl2_row_sum(m, r, |g, i| code(b, g, i))
+                });
+            }
+            Format::Tmac => {
+                let m = w.expect::<TmacMatrix>();
+                lossy_rows(act, tables, m.scale, true, out, |b, r| {
+                    tmac_row_sum(m, r, |g, i| code(b, g, i))
+                });
+            }
+            other => unreachable!("{other} is not a LUT format"),
+        }
+    }
+}
+
+/// [`lut_rows`] for code sums: y = the token's [`crate::lossy::TableScale::output`].
+fn lossy_rows(
+    act: &TokenQ8,
+    tables: &CodeTables,
+    scale: f32,
+    subtract_sum: bool,
+    out: &mut OutputTile<'_>,
+    code_sum: impl Fn(usize, usize) -> i32,
+) {
+    let rows = out.rows();
+    for b in 0..out.batch() {
+        let factor = act.output_factor(b, scale);
+        let offset = if subtract_sum { act.sum[b] } else { 0 };
+        let ts = tables.scale[b];
+        for (y, r) in out.row_mut(b).iter_mut().zip(rows.clone()) {
+            *y = ts.output(code_sum(b, r), offset, factor);
+        }
     }
 }

@@ -336,7 +336,7 @@ fn generate_on_the_hf_fixture_gives_transformers_greedy_token() {
             .collect();
         let want = (0..last.len()).fold(0, |b, i| if last[i] > last[b] { i } else { b });
         let dir = fixtures.join(variant);
-        let got = ids_of(&run(&[
+        let out = run(&[
             "generate",
             "--model",
             dir.to_str().unwrap(),
@@ -344,8 +344,37 @@ fn generate_on_the_hf_fixture_gives_transformers_greedy_token() {
             &ids.join(","),
             "-n",
             "1",
-        ]));
-        assert_eq!(got, want.to_string(), "{variant}");
+            "--top-logits",
+            "3",
+        ]);
+        assert_eq!(ids_of(&out), want.to_string(), "{variant}");
+        // `--top-logits 3` prints transformers' three largest logits, largest first.
+        let (_, stderr) = text(&out);
+        let line = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("step 0: "))
+            .unwrap_or_else(|| panic!("{variant}: no 'step 0:' line in {stderr}"));
+        let top: Vec<(usize, f64)> = line
+            .split(' ')
+            .map(|e| {
+                let (id, v) = e.split_once(':').unwrap();
+                (id.parse().unwrap(), v.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(top.len(), 3, "{variant}: {line}");
+        assert_eq!(top[0].0, want, "{variant}: {line}");
+        assert!(
+            top.windows(2).all(|w| w[0].1 >= w[1].1),
+            "{variant}: {line}"
+        );
+        let range = last.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (id, v) in top {
+            assert!(
+                (v - last[id]).abs() <= 1e-2 * range,
+                "{variant}: logit {id} = {v}, transformers {}",
+                last[id]
+            );
+        }
     }
 }
 

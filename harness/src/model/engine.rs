@@ -528,12 +528,15 @@ mod tests {
                 config: config.clone(),
                 seed: 7,
             };
-            // Formats that refuse these shapes (q6_k: K a multiple of 256)
-            // are checked at a shape of their own below.
+            // The lossy LUT kernels are left out: their int8 tables are
+            // allowed an error (checked per layer by `verify`) that the
+            // 1e-3 logit tolerance here is not meant for. Formats that refuse
+            // these shapes (q6_k: K a multiple of 256) are checked at a
+            // shape of their own below.
             let kernels: Vec<_> = registry::resolve("all")
                 .unwrap()
                 .into_iter()
-                .filter(|k| fits(k.info().format, &config))
+                .filter(|k| !k.info().is_lossy() && fits(k.info().format, &config))
                 .collect();
             assert!(kernels.len() > 10);
             // The scalar f16 lm_head keeps i2s logits comparable bit for bit.

@@ -83,6 +83,10 @@ pub struct GenerateArgs {
     /// Seed of synthetic weights (presets and TOML shapes only).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also print the K largest logits of every step on stderr (`step S: id:logit ...`),
+    /// to compare with another engine on the same file.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    top_logits: usize,
 }
 
 /// Largest KV cache `generate` allocates.
@@ -139,12 +143,14 @@ fn default_tokenizer(model: &str) -> Option<PathBuf> {
     (p.exists() && t.is_file()).then_some(t)
 }
 
-/// Greedy continuation of `prompt`: `n` tokens.
+/// Greedy continuation of `prompt`: `n` tokens. `on_logits` sees the logits
+/// each step chooses from.
 pub fn greedy(
     model: &Model,
     exec: &Executor,
     prompt: &[u32],
     n: usize,
+    mut on_logits: impl FnMut(usize, &[f32]),
 ) -> anyhow::Result<Vec<u32>> {
     let mut session = model.session(prompt.len() + n, false);
     let mut bd = Breakdown::default();
@@ -152,6 +158,7 @@ pub fn greedy(
     model.forward(&mut session, prompt, exec, Some(&mut logits), &mut bd)?;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
+        on_logits(i, &logits);
         let next = argmax(&logits);
         out.push(next);
         if i + 1 < n {
@@ -159,6 +166,17 @@ pub fn greedy(
         }
     }
     Ok(out)
+}
+
+/// The `k` largest logits as `id:logit`, largest first (ties: lower id first).
+fn top_logits(logits: &[f32], k: usize) -> String {
+    let mut ids: Vec<usize> = (0..logits.len()).collect();
+    ids.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    ids.iter()
+        .take(k)
+        .map(|&i| format!("{i}:{:.4}", logits[i]))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn join(ids: &[u32]) -> String {
@@ -243,7 +261,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let built = start.elapsed().as_secs_f64();
     let exec = Executor::new(Threading::Pool, args.threads, false)?;
     let start = Instant::now();
-    let ids = greedy(&model, &exec, &prompt, args.n_gen)?;
+    let ids = greedy(&model, &exec, &prompt, args.n_gen, |step, logits| {
+        if args.top_logits > 0 {
+            eprintln!("step {step}: {}", top_logits(logits, args.top_logits));
+        }
+    })?;
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "{} ({}), kernel {}: prompt {} tokens [{}] -> {} generated [{}]; built in {built:.1} s, {:.2} s for prompt and generation",

@@ -414,12 +414,8 @@ pub fn layer_speedup_pivots(rows: &[Rec]) -> Vec<Table> {
         out.push(Table {
             title: format!(
                 "Layer speedup over f16, batch 1, {t} thread{}{}",
-                if t == 1 { "" } else { "s" },
-                if several {
-                    format!(", CPU {}", cpu + 1)
-                } else {
-                    String::new()
-                }
+                plural(t),
+                cpu_suffix(several, cpu)
             ),
             headers,
             rows: table_rows,
@@ -448,72 +444,104 @@ pub fn model_pivots(rows: &[Rec]) -> Vec<Table> {
     }
     let mut out = Vec::new();
     for ((cpu, test, t), g) in groups {
-        let mut sizes: Vec<(f64, String)> = Vec::new();
-        for r in &g {
-            let l = r.size_label();
-            if !sizes.iter().any(|s| s.1 == l) {
-                let n = super::read::size_value(&l)
-                    .or(r.model_n_params.map(|p| p as f64))
-                    .unwrap_or(f64::MAX);
-                sizes.push((n, l));
-            }
-        }
-        sizes.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut kernels: Vec<(String, String)> = g
-            .iter()
-            .map(|r| (r.wtype.to_lowercase(), r.kernel_label()))
-            .collect();
-        kernels.sort();
-        kernels.dedup();
-        let table_rows = kernels
-            .iter()
-            .map(|(_, k)| {
-                let mut row = vec![k.clone()];
-                for (_, s) in &sizes {
-                    let at: Vec<&&Rec> = g
-                        .iter()
-                        .filter(|r| r.kernel_label() == *k && r.size_label() == *s)
-                        .collect();
-                    let ts = median(&at.iter().filter_map(|r| r.avg_ts).collect::<Vec<_>>());
-                    let sp = median(
-                        &at.iter()
-                            .filter_map(|r| r.speedup_vs_f16)
-                            .collect::<Vec<_>>(),
-                    );
-                    let ex = at.iter().any(|r| r.extrapolated == Some(true));
-                    row.push(match (ts, sp) {
-                        (Some(ts), Some(sp)) => {
-                            format!("{}{ts:.2} ({sp:.2}x)", if ex { "~" } else { "" })
-                        }
-                        (Some(ts), None) => format!("{}{ts:.2}", if ex { "~" } else { "" }),
-                        _ => "-".into(),
-                    });
-                }
-                row
-            })
-            .collect();
-        let mut headers = vec!["kernel".to_string()];
-        headers.extend(sizes.iter().map(|s| s.1.clone()));
-        out.push(Table {
-            title: format!(
-                "{test} tokens/s (speedup over fp16), {t} thread{}{}",
-                if t == 1 { "" } else { "s" },
-                if several {
-                    format!(", CPU {}", cpu + 1)
-                } else {
-                    String::new()
-                }
-            ),
-            headers,
-            rows: table_rows,
-            note: if g.iter().any(|r| r.extrapolated == Some(true)) {
-                "~: extrapolated from sampled layers.".into()
+        let cell = |k: &str, s: &str| {
+            let at: Vec<&&Rec> = g
+                .iter()
+                .filter(|r| r.kernel_label() == k && r.size_label() == s)
+                .collect();
+            let ts = median(&at.iter().filter_map(|r| r.avg_ts).collect::<Vec<_>>());
+            let sp = median(
+                &at.iter()
+                    .filter_map(|r| r.speedup_vs_f16)
+                    .collect::<Vec<_>>(),
+            );
+            let ex = if at.iter().any(|r| r.extrapolated == Some(true)) {
+                "~"
             } else {
-                String::new()
-            },
-        });
+                ""
+            };
+            match (ts, sp) {
+                (Some(ts), Some(sp)) => format!("{ex}{ts:.2} ({sp:.2}x)"),
+                (Some(ts), None) => format!("{ex}{ts:.2}"),
+                _ => "-".into(),
+            }
+        };
+        let note = if g.iter().any(|r| r.extrapolated == Some(true)) {
+            "~: extrapolated from sampled layers."
+        } else {
+            ""
+        };
+        out.push(size_pivot(
+            &g,
+            format!(
+                "{test} tokens/s (speedup over fp16), {t} thread{}{}",
+                plural(t),
+                cpu_suffix(several, cpu)
+            ),
+            note.into(),
+            cell,
+        ));
     }
     out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn cpu_suffix(several: bool, cpu: usize) -> String {
+    if several {
+        format!(", CPU {}", cpu + 1)
+    } else {
+        String::new()
+    }
+}
+
+/// A kernels x model sizes table of the rows `g`: sizes in ascending order
+/// (parameter count), kernels grouped by weight type, `cell(kernel, size)`.
+fn size_pivot(
+    g: &[&Rec],
+    title: String,
+    note: String,
+    cell: impl Fn(&str, &str) -> String,
+) -> Table {
+    let mut sizes: Vec<(f64, String)> = Vec::new();
+    for r in g {
+        let l = r.size_label();
+        if !sizes.iter().any(|s| s.1 == l) {
+            let n = super::read::size_value(&l)
+                .or(r.model_n_params.map(|p| p as f64))
+                .unwrap_or(f64::MAX);
+            sizes.push((n, l));
+        }
+    }
+    sizes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut kernels: Vec<(String, String)> = g
+        .iter()
+        .map(|r| (r.wtype.to_lowercase(), r.kernel_label()))
+        .collect();
+    kernels.sort();
+    kernels.dedup();
+    let rows = kernels
+        .iter()
+        .map(|(_, k)| {
+            let mut row = vec![k.clone()];
+            row.extend(sizes.iter().map(|(_, s)| cell(k, s)));
+            row
+        })
+        .collect();
+    let mut headers = vec!["kernel".to_string()];
+    headers.extend(sizes.into_iter().map(|s| s.1));
+    Table {
+        title,
+        headers,
+        rows,
+        note,
+    }
 }
 
 /// Per-operation breakdown rows.
@@ -593,23 +621,6 @@ pub fn energy_pivots(rows: &[Rec]) -> Vec<Table> {
     }
     let mut out = Vec::new();
     for ((cpu, source, test, t), g) in groups {
-        let mut sizes: Vec<(f64, String)> = Vec::new();
-        for r in &g {
-            let l = r.size_label();
-            if !sizes.iter().any(|s| s.1 == l) {
-                let n = super::read::size_value(&l)
-                    .or(r.model_n_params.map(|p| p as f64))
-                    .unwrap_or(f64::MAX);
-                sizes.push((n, l));
-            }
-        }
-        sizes.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut kernels: Vec<(String, String)> = g
-            .iter()
-            .map(|r| (r.wtype.to_lowercase(), r.kernel_label()))
-            .collect();
-        kernels.sort();
-        kernels.dedup();
         let energy = |k: &str, s: &str| {
             median(
                 &g.iter()
@@ -626,42 +637,30 @@ pub fn energy_pivots(rows: &[Rec]) -> Vec<Table> {
                     .collect::<Vec<_>>(),
             )
         };
-        let table_rows = kernels
-            .iter()
-            .map(|(_, k)| {
-                let mut row = vec![k.clone()];
-                for (_, s) in &sizes {
-                    row.push(match (energy(k, s), base(s)) {
-                        (Some(e), Some(b)) if b > 0.0 => {
-                            format!("{e:.4} ({:.1}% saved)", 100.0 * (1.0 - e / b))
-                        }
-                        (Some(e), _) => format!("{e:.4}"),
-                        _ => "-".into(),
-                    });
-                }
-                row
-            })
-            .collect();
-        let mut headers = vec!["kernel".to_string()];
-        headers.extend(sizes.iter().map(|s| s.1.clone()));
-        out.push(Table {
-            title: format!(
+        let cell = |k: &str, s: &str| match (energy(k, s), base(s)) {
+            (Some(e), Some(b)) if b > 0.0 => {
+                format!("{e:.4} ({:.1}% saved)", 100.0 * (1.0 - e / b))
+            }
+            (Some(e), _) => format!("{e:.4}"),
+            _ => "-".into(),
+        };
+        let note = match source.as_str() {
+            "cpu-time" => "cpu-time is a proxy (CPU seconds x watts per core), not a measurement.",
+            "model" => {
+                "model: the papers' arithmetic energy plus the weight-traffic term, an estimate."
+            }
+            _ => "Saving: 1 - J(kernel) / J(f16) of the same model, test and threads.",
+        };
+        out.push(size_pivot(
+            &g,
+            format!(
                 "{test} energy per token, J ({source}), {t} thread{}{}",
-                if t == 1 { "" } else { "s" },
-                if several {
-                    format!(", CPU {}", cpu + 1)
-                } else {
-                    String::new()
-                }
+                plural(t),
+                cpu_suffix(several, cpu)
             ),
-            headers,
-            rows: table_rows,
-            note: match source.as_str() {
-                "cpu-time" => "cpu-time is a proxy (CPU seconds x watts per core), not a measurement.".into(),
-                "model" => "model: the papers' arithmetic energy plus the weight-traffic term, an estimate.".into(),
-                _ => "Saving: 1 - J(kernel) / J(f16) of the same model, test and threads.".into(),
-            },
-        });
+            note.into(),
+            cell,
+        ));
     }
     out
 }

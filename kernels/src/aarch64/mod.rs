@@ -5,7 +5,8 @@
 //! - [`neon`]: Armv8.0 Advanced SIMD only (`smull`/`smlal` into int16 lanes,
 //!   `sadalp` into int32), plus the f16 baseline (`fcvtl` + `fmla`);
 //! - [`dotprod`]: Armv8.2 `sdot` (16 int8 products into 4 int32 lanes);
-//! - [`lut`]: the LUT formats (tl1, tl2, tmac) with NEON `tbl`;
+//! - [`lut`]: the LUT formats (tl1, tl2, tmac) with NEON `tbl`, lossless and
+//!   `-lossy` (int8 tables);
 //! - [`i8mm`]: Armv8.6 `smmla` (a 2x8 by 8x2 int8 matrix product into a 2x2
 //!   int32 tile), pairing 2 weight rows with 2 batch items: the GEMM kernels.
 //!
@@ -17,8 +18,10 @@
 //! method of its token.
 //!
 //! Every integer kernel here is bit-identical to the scalar kernel of its
-//! format (see `bodies.rs` for why), which the exactness matrix checks under
-//! qemu with cortex-a53, neoverse-n1 and max (`.ci/aarch64-tests.sh`).
+//! format (see `bodies.rs` for why; a `-lossy` kernel to the scalar lossy
+//! kernel), which the exactness matrix (`lossy.rs` for the lossy ones)
+//! checks under qemu with cortex-a53, neoverse-n1 and max
+//! (`.ci/aarch64-tests.sh`).
 
 mod bodies;
 pub mod dotprod;
@@ -52,6 +55,9 @@ pub static KERNELS: &[&dyn Kernel] = &[
     &lut::TL1,
     &lut::TL2,
     &lut::TMAC,
+    &lut::TL1_LOSSY,
+    &lut::TL2_LOSSY,
+    &lut::TMAC_LOSSY,
 ];
 
 /// Panics, naming the kernel and the feature, unless this CPU has every

@@ -184,6 +184,11 @@ impl Format {
         )
     }
 
+    /// True for the table-lookup formats (`tl1`, `tl2`, `tmac`).
+    pub fn is_lut(self) -> bool {
+        matches!(self, Format::Tl1 | Format::Tl2 | Format::Tmac)
+    }
+
     pub fn activation_scheme(self) -> ActivationScheme {
         match self {
             Format::I2s | Format::Tl1 | Format::Tl2 | Format::Tmac => ActivationScheme::TokenQ8,

@@ -44,6 +44,9 @@ pub static KERNELS: &[&dyn Kernel] = &[
     &avx512::lut::TL2,
     &avx2::lut::TMAC,
     &avx512::lut::TMAC,
+    &avx2::lut::TL1_LOSSY,
+    &avx2::lut::TL2_LOSSY,
+    &avx2::lut::TMAC_LOSSY,
 ];
 
 /// Panics unless this CPU has every feature `info.requires` lists.

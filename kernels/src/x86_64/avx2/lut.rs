@@ -11,6 +11,17 @@
 //! sign bits). int16 sums are widened to int32 every 32 chunks (|entry| <=
 //! 512, so 32 * 512 < 2^15: no overflow), weighting set B by 2 for T-MAC's
 //! second bit plane.
+//!
+//! The `-lossy` kernels ([`crate::lossy`]) look up int8 codes: one 32-byte
+//! table load [codes A | codes B] and one shuffle per nibble vector. Their
+//! codes are widened without a shuffle-port instruction: `vpmaddubsw` with
+//! the bytes [1, 0, 1, 0, ..] sign-extends the even bytes into int16 lanes
+//! and `vpsraw` by 8 the odd ones, so even and odd rows accumulate in
+//! separate int16 vectors (re-interleaved once per call). TL2 negates a code
+//! where its sign bit is set as (q xor m) - m with m = 0xFF there
+//! (|q| <= 127, so -q fits). Each int16 lane gets one code per chunk, so
+//! 256 chunks sum to at most 256 * 127 = 32512 < 2^15: the int16 sums are
+//! widened every 256 chunks.
 
 use crate::cpu::CpuFeature;
 use crate::formats::Format;
@@ -21,21 +32,27 @@ use std::ops::Range;
 
 /// Chunks summed in int16 before widening.
 const FLUSH: usize = 32;
+/// The same for the lossy kernels (see the module docs).
+const LOSSY_FLUSH: usize = 256;
+const _: () = assert!(LOSSY_FLUSH as i32 * crate::lossy::MAX_CODE <= i16::MAX as i32);
 
-const fn info(name: &'static str, format: Format) -> KernelInfo {
+const fn info(name: &'static str, format: Format, exact: bool) -> KernelInfo {
     KernelInfo {
         name,
         format,
         isa: Isa::Avx2,
-        exact: true,
+        exact,
         requires: &[CpuFeature::Avx2],
         row_tile: 32,
     }
 }
 
-static TL1_INFO: KernelInfo = info("tl1-avx2", Format::Tl1);
-static TL2_INFO: KernelInfo = info("tl2-avx2", Format::Tl2);
-static TMAC_INFO: KernelInfo = info("tmac-avx2", Format::Tmac);
+static TL1_INFO: KernelInfo = info("tl1-avx2", Format::Tl1, true);
+static TL2_INFO: KernelInfo = info("tl2-avx2", Format::Tl2, true);
+static TMAC_INFO: KernelInfo = info("tmac-avx2", Format::Tmac, true);
+static TL1_LOSSY_INFO: KernelInfo = info("tl1-avx2-lossy", Format::Tl1, false);
+static TL2_LOSSY_INFO: KernelInfo = info("tl2-avx2-lossy", Format::Tl2, false);
+static TMAC_LOSSY_INFO: KernelInfo = info("tmac-avx2-lossy", Format::Tmac, false);
 
 pub static TL1: LutKernel = LutKernel {
     info: &TL1_INFO,
@@ -49,6 +66,18 @@ pub static TMAC: LutKernel = LutKernel {
     info: &TMAC_INFO,
     sums,
 };
+pub static TL1_LOSSY: LutKernel = LutKernel {
+    info: &TL1_LOSSY_INFO,
+    sums: lossy_sums,
+};
+pub static TL2_LOSSY: LutKernel = LutKernel {
+    info: &TL2_LOSSY_INFO,
+    sums: lossy_sums,
+};
+pub static TMAC_LOSSY: LutKernel = LutKernel {
+    info: &TMAC_LOSSY_INFO,
+    sums: lossy_sums,
+};
 
 /// # Safety
 /// The CPU must have AVX2; `idx` and `tbl` must cover the chunks of `range`.
@@ -59,6 +88,19 @@ unsafe fn sums(p: &Part, idx: *const u8, tbl: *const u8, range: Range<usize>) ->
             (true, _) => tile_sums::<true, 0>(p, idx, tbl, range),
             (false, 1) => tile_sums::<false, 1>(p, idx, tbl, range),
             _ => tile_sums::<false, 0>(p, idx, tbl, range),
+        }
+    }
+}
+
+/// # Safety
+/// As [`sums`].
+unsafe fn lossy_sums(p: &Part, idx: *const u8, tbl: *const u8, range: Range<usize>) -> [i32; 32] {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match (p.signed, p.b_shift) {
+            (true, _) => lossy_tile_sums::<true, 0>(p, idx, tbl, range),
+            (false, 1) => lossy_tile_sums::<false, 1>(p, idx, tbl, range),
+            _ => lossy_tile_sums::<false, 0>(p, idx, tbl, range),
         }
     }
 }
@@ -152,6 +194,88 @@ unsafe fn tile_sums<const SIGNED: bool, const SHIFT: i32>(
     for i in 0..4 {
         // SAFETY: `out` holds 8 i32 at 8i.
         unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(8 * i) as *mut __m256i, acc32[i]) };
+    }
+    out
+}
+
+/// The 32 row sums of int8 codes of one tile over `range` (see the module docs).
+///
+/// # Safety
+/// As [`sums`].
+#[target_feature(enable = "avx2")]
+unsafe fn lossy_tile_sums<const SIGNED: bool, const SHIFT: i32>(
+    p: &Part,
+    idx: *const u8,
+    tbl: *const u8,
+    range: Range<usize>,
+) -> [i32; 32] {
+    let mask = _mm256_set1_epi8(0x0F);
+    let even_bytes = _mm256_set1_epi16(1);
+    // [even|odd][h]: int32 sums; lane i is row 16 h + 2 i (+ 1 for odd).
+    let mut acc32 = [[_mm256_setzero_si256(); 2]; 2];
+    let mut k = range.start;
+    while k < range.end {
+        let end = (k + LOSSY_FLUSH).min(range.end);
+        // [even|odd][h]: int16 lane i < 8 is set A, lane 8 + i set B, of
+        // row 16 h + 2 i (+ 1 for odd).
+        let mut acc16 = [[_mm256_setzero_si256(); 2]; 2];
+        for c in k..end {
+            // SAFETY: chunk c exists in the tile and in the tables (caller);
+            // a chunk's lossy tables are 32 bytes.
+            let (x, t) = unsafe {
+                (
+                    _mm256_loadu_si256(idx.add(c * p.idx_chunk_bytes) as *const __m256i),
+                    _mm256_loadu_si256(tbl.add(c * p.tbl_chunk_bytes) as *const __m256i),
+                )
+            };
+            let v = [
+                _mm256_and_si256(x, mask),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(x), mask),
+            ];
+            let signs = if SIGNED {
+                // SAFETY: a signed chunk has 8 sign bytes after its 32 index bytes.
+                unsafe {
+                    std::ptr::read_unaligned(idx.add(c * p.idx_chunk_bytes + 32) as *const u64)
+                }
+            } else {
+                0
+            };
+            for h in 0..2 {
+                let mut q = _mm256_shuffle_epi8(t, v[h]);
+                if SIGNED {
+                    let m = expand_bits((signs >> (32 * h)) as u32);
+                    q = _mm256_sub_epi8(_mm256_xor_si256(q, m), m);
+                }
+                // Unsigned 1 x even byte + 0 x odd byte: the even byte, sign-extended.
+                let even = _mm256_maddubs_epi16(even_bytes, q);
+                let odd = _mm256_srai_epi16::<8>(q);
+                acc16[0][h] = _mm256_add_epi16(acc16[0][h], even);
+                acc16[1][h] = _mm256_add_epi16(acc16[1][h], odd);
+            }
+        }
+        for e in 0..2 {
+            for h in 0..2 {
+                let a = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc16[e][h]));
+                let b = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(acc16[e][h]));
+                let rows = _mm256_add_epi32(a, _mm256_slli_epi32::<SHIFT>(b));
+                acc32[e][h] = _mm256_add_epi32(acc32[e][h], rows);
+            }
+        }
+        k = end;
+    }
+    let mut out = [0i32; 32];
+    for h in 0..2 {
+        let (even, odd) = (acc32[0][h], acc32[1][h]);
+        // [e0 o0 e1 o1 | e4 o4 e5 o5] and [e2 o2 e3 o3 | e6 o6 e7 o7].
+        let lo = _mm256_unpacklo_epi32(even, odd);
+        let hi = _mm256_unpackhi_epi32(even, odd);
+        let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
+        let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+        // SAFETY: `out` holds 16 i32 at 16 h.
+        unsafe {
+            _mm256_storeu_si256(out.as_mut_ptr().add(16 * h) as *mut __m256i, first);
+            _mm256_storeu_si256(out.as_mut_ptr().add(16 * h + 8) as *mut __m256i, second);
+        }
     }
     out
 }
