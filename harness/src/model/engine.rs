@@ -195,7 +195,12 @@ impl Model {
                 "lm_head kernel {} reads {lm_format}; expected an f16, q8_0, q4_0 or q6_k kernel",
                 spec.lm_head.info().name
             );
-            let lm_head = spec.lm_head.prepare(&embedding)?;
+            // Every lm_head kernel reads the standard layout (embed_row relies
+            // on it too), so a file's own blocks in that layout serve as is.
+            let lm_head = match source.embedding_as(lm_format)? {
+                Some(packed) => packed,
+                None => spec.lm_head.prepare(&embedding)?,
+            };
             let standard_layout = lm_head.get::<F16Matrix>().is_some()
                 || lm_head.get::<Q8_0Matrix>().is_some()
                 || lm_head.get::<Q4_0Matrix>().is_some()

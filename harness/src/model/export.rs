@@ -374,6 +374,7 @@ mod tests {
     use super::*;
     use crate::model::gguf::Dialect;
     use crate::model::gguf_model::GgufModel;
+    use ternbench_kernels::formats::Format;
 
     fn tiny() -> ModelConfig {
         ModelConfig::from_toml(
@@ -485,6 +486,19 @@ mod tests {
         for (a, b) in src.values().iter().zip(got.values()) {
             assert!((a - b).abs() <= amax / 16.0, "{a} vs {b}");
         }
+        // A q6_k lm_head takes the file's blocks as they are; other formats re-quantize.
+        let packed = m
+            .embedding_as(Format::Q6K)
+            .unwrap()
+            .expect("a Q6_K token_embd");
+        assert_eq!(packed.weight_bytes, m.file.data(t).len());
+        let q = packed.get::<Q6KMatrix>().unwrap();
+        let file = Q6KMatrix::from_q6k_bytes(config.vocab, config.hidden, m.file.data(t)).unwrap();
+        for row in 0..config.vocab {
+            assert_eq!(q.row(row), file.row(row), "row {row}");
+        }
+        assert!(m.embedding_as(Format::Q8_0).unwrap().is_none());
+        assert!(m.embedding_as(Format::F16).unwrap().is_none());
     }
 
     #[test]

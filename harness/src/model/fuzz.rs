@@ -11,6 +11,7 @@ use super::hf::HfCheckpoint;
 use super::safetensors::SafeTensors;
 use super::weights::WeightSource;
 use std::path::PathBuf;
+use ternbench_kernels::formats::Format;
 
 /// Most weights a fuzzed model may ask to unpack (so a valid-looking huge shape
 /// backed by a huge file cannot make one execution take minutes).
@@ -41,6 +42,9 @@ fn read_everything(source: &dyn WeightSource, config: &super::ModelConfig) {
         return;
     }
     let _ = source.embedding();
+    for format in [Format::Q8_0, Format::Q4_0, Format::Q6K] {
+        let _ = source.embedding_as(format);
+    }
     let _ = source.norm(None, "norm");
     for layer in 0..config.layers {
         for (name, _, _) in config.linear_shapes() {

@@ -34,7 +34,8 @@ use ternbench_kernels::formats::q6_k::Q6KMatrix;
 use ternbench_kernels::formats::q8_0::Q8_0Matrix;
 use ternbench_kernels::formats::tq1::{BlockTq1, Tq1Matrix};
 use ternbench_kernels::formats::tq2::{BlockTq2, Tq2Matrix};
-use ternbench_kernels::formats::{BlockMatrix, DenseMatrix, TernaryMatrix, Weights};
+use ternbench_kernels::formats::{BlockMatrix, DenseMatrix, Format, TernaryMatrix, Weights};
+use ternbench_kernels::PreparedWeights;
 
 /// llama.cpp's tensor name of each linear layer.
 pub fn gguf_linear_name(name: &str) -> Option<&'static str> {
@@ -458,5 +459,29 @@ impl WeightSource for GgufModel {
         let c = &self.config;
         let t = self.tensor("token_embd.weight", &[c.hidden as u64, c.vocab as u64])?;
         Ok(DenseMatrix::new(c.vocab, c.hidden, self.floats(t)?)?)
+    }
+
+    fn embedding_as(&self, format: Format) -> anyhow::Result<Option<PreparedWeights>> {
+        let c = &self.config;
+        let t = self.tensor("token_embd.weight", &[c.hidden as u64, c.vocab as u64])?;
+        let (rows, cols, bytes) = (c.vocab, c.hidden, self.file.data(t));
+        let named = |e: ternbench_kernels::formats::FormatError| {
+            self.err(format!("tensor '{}': {e}", t.name))
+        };
+        Ok(Some(match (t.ty, format) {
+            (GgmlType::Q8_0, Format::Q8_0) => {
+                let m = Q8_0Matrix::from_bytes(rows, cols, bytes).map_err(named)?;
+                PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
+            }
+            (GgmlType::Q4_0, Format::Q4_0) => {
+                let m = Q4_0Matrix::from_bytes(rows, cols, bytes).map_err(named)?;
+                PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
+            }
+            (GgmlType::Q6K, Format::Q6K) => {
+                let m = Q6KMatrix::from_q6k_bytes(rows, cols, bytes).map_err(named)?;
+                PreparedWeights::new(format, rows, cols, m.weight_bytes(), m)
+            }
+            _ => return Ok(None),
+        }))
     }
 }

@@ -72,7 +72,10 @@ impl ReferenceModel {
             ];
             layers.push((linears, norms));
         }
-        let lm_head = pack_standard("reference", lm_format, &Weights::Dense(source.embedding()?))?;
+        let lm_head = match source.embedding_as(lm_format)? {
+            Some(packed) => packed,
+            None => pack_standard("reference", lm_format, &Weights::Dense(source.embedding()?))?,
+        };
         // The engine embeds with the lm_head's stored (rounded) values.
         let embedding = dequantize(&lm_head);
         Ok(ReferenceModel {

@@ -9,7 +9,8 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use rand_pcg::Pcg64;
 use rayon::prelude::*;
-use ternbench_kernels::formats::{DenseMatrix, Weights};
+use ternbench_kernels::formats::{DenseMatrix, Format, Weights};
+use ternbench_kernels::PreparedWeights;
 
 /// The tensors of a model, by layer and name.
 pub trait WeightSource: Sync {
@@ -23,6 +24,14 @@ pub trait WeightSource: Sync {
     fn norm(&self, layer: Option<usize>, name: &str) -> anyhow::Result<Vec<f32>>;
     /// The token embedding, vocab x hidden (tied to the lm_head).
     fn embedding(&self) -> anyhow::Result<DenseMatrix>;
+    /// The token embedding in `format`'s standard layout when the source
+    /// stores it so (a GGUF's Q8_0, Q4_0 or Q6_K `token_embd` for an lm_head
+    /// of that format): the lm_head then runs on the file's own codes, not on
+    /// codes re-quantized from their dequantized values (ternbench's Q6_K
+    /// quantizer picks other codes than ggml's). `None` otherwise.
+    fn embedding_as(&self, _format: Format) -> anyhow::Result<Option<PreparedWeights>> {
+        Ok(None)
+    }
 }
 
 /// Seeded synthetic weights: Gaussian master weights ternarized with absmean
