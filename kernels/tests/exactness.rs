@@ -184,6 +184,19 @@ fn run(kernel: &dyn Kernel, w: &Weights, act: &Activations, exec: &Executor) -> 
     y
 }
 
+/// Panics, naming the first differing element, unless `got` and `want` are
+/// equal bit for bit.
+fn assert_same_bits(got: &[f32], want: &[f32], context: impl Fn() -> String) {
+    assert_eq!(got.len(), want.len(), "{}: output length", context());
+    if let Some(i) = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        panic!("{}: y[{i}] = {} want {}", context(), got[i], want[i]);
+    }
+}
+
 #[test]
 fn exact_scale_inputs_give_bit_identical_outputs_for_every_kernel() {
     let mut rng = Pcg64::seed_from_u64(0x7e57);
@@ -219,19 +232,13 @@ fn exact_scale_inputs_give_bit_identical_outputs_for_every_kernel() {
                     for kernel in kernels.iter().filter(|k| k.info().format == format) {
                         for exec in [&serial, &threaded] {
                             let got = run(*kernel, &w, &act, exec);
-                            let bad = got
-                                .iter()
-                                .zip(&want)
-                                .position(|(a, b)| a.to_bits() != b.to_bits());
-                            assert!(
-                                bad.is_none(),
-                                "{} {rows}x{cols} batch {batch} {wp:?}/{ap:?} x{}: y[{}] = {} want {}",
-                                kernel.info().name,
-                                exec.n_threads(),
-                                bad.unwrap(),
-                                got[bad.unwrap()],
-                                want[bad.unwrap()]
-                            );
+                            assert_same_bits(&got, &want, || {
+                                format!(
+                                    "{} {rows}x{cols} batch {batch} {wp:?}/{ap:?} x{}",
+                                    kernel.info().name,
+                                    exec.n_threads()
+                                )
+                            });
                             checked += 1;
                         }
                     }
@@ -298,6 +305,46 @@ fn random_inputs_verify_for_every_kernel() {
                 }
             }
         }
+    }
+}
+
+/// The x86 AVX2 GEMVs of the block formats with one scale per block (tq2,
+/// tq1, q8_0, q4_0, q6_k) add `isum as f32 * (d_w * d_a)` in block order, as
+/// the scalar kernels do, so at batch 1 their outputs equal the scalar
+/// kernel's bit for bit on real-valued inputs too, with row counts around
+/// their row tile (threaded: tiles with tails).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn block_scaled_avx2_gemvs_equal_their_scalar_kernel_bit_for_bit() {
+    let exec = Executor::new(Threading::Pool, 2, false).unwrap();
+    let kernels = available();
+    let mut checked = 0;
+    for kernel in kernels.iter().filter(|k| {
+        k.info().isa == Isa::Avx2
+            && matches!(
+                k.info().format,
+                Format::Tq2 | Format::Tq1 | Format::Q8_0 | Format::Q4_0 | Format::Q6K
+            )
+    }) {
+        let format = kernel.info().format;
+        let scalar = kernels
+            .iter()
+            .find(|k| k.info().format == format && k.info().isa == Isa::Scalar)
+            .expect("every format has a scalar kernel");
+        for (seed, &rows) in [1, 3, 4, 5, 7, 9, 33].iter().enumerate() {
+            let cols = fit_cols(format, 2560);
+            let (w, x) = random_case(format, rows, cols, 1, seed as u64);
+            let act = Activations::quantize(format.activation_scheme(), &x, 1, cols);
+            let want = run(*scalar, &w, &act, &exec);
+            let got = run(*kernel, &w, &act, &exec);
+            assert_same_bits(&got, &want, || {
+                format!("{} {rows}x{cols} (scalar)", kernel.info().name)
+            });
+            checked += 1;
+        }
+    }
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
+        assert_eq!(checked, 5 * 7, "one AVX2 kernel per format");
     }
 }
 
@@ -429,18 +476,12 @@ fn long_rows_and_wide_batches_are_exact() {
                     .collect();
                 for kernel in kernels.iter().filter(|k| k.info().format == format) {
                     let got = run(*kernel, &w, &act, &serial);
-                    let bad = got
-                        .iter()
-                        .zip(&want)
-                        .position(|(a, b)| a.to_bits() != b.to_bits());
-                    assert!(
-                        bad.is_none(),
-                        "{} {rows}x{cols} batch {batch} {wp:?}/{ap:?}: y[{}] = {} want {}",
-                        kernel.info().name,
-                        bad.unwrap(),
-                        got[bad.unwrap()],
-                        want[bad.unwrap()]
-                    );
+                    assert_same_bits(&got, &want, || {
+                        format!(
+                            "{} {rows}x{cols} batch {batch} {wp:?}/{ap:?}",
+                            kernel.info().name
+                        )
+                    });
                 }
             }
         }
@@ -491,18 +532,9 @@ fn lut_kernels_handle_the_3b_model_shapes_exactly() {
                 .filter(|k| k.info().format == format && k.info().isa != Isa::Scalar)
             {
                 let got = run(*kernel, &w, &act, &threaded);
-                let bad = got
-                    .iter()
-                    .zip(&want)
-                    .position(|(a, b)| a.to_bits() != b.to_bits());
-                assert!(
-                    bad.is_none(),
-                    "{} {rows}x{cols}: y[{}] = {} want {}",
-                    kernel.info().name,
-                    bad.unwrap(),
-                    got[bad.unwrap()],
-                    want[bad.unwrap()]
-                );
+                assert_same_bits(&got, &want, || {
+                    format!("{} {rows}x{cols}", kernel.info().name)
+                });
             }
         }
     }

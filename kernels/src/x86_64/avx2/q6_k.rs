@@ -11,8 +11,10 @@
 //! sum of (code - 32) a, at most 2 * 32 * 128 = 8192 in 16 bits; `vpmaddwd`
 //! with the sub-block scales (lanes 0..8 of a vector are sub-block 2k, lanes
 //! 8..16 sub-block 2k + 1) widens to 32 bits, at most 2^27 per block. The
-//! shared driver ([`super::tq`]) reduces 8 blocks at once and applies the
-//! scalar kernel's float step `isum as f32 * (d_w * d_a)` per block.
+//! shared driver ([`super::tq`]) applies the scalar kernel's float step
+//! `isum as f32 * (d_w * d_a)` per block. Its GEMV takes 2 rows per pass
+//! here, not 4: the 16 code and scale vectors of a block leave no registers
+//! for more (4 rows measured 1.2x slower, 2 rows as fast as 1).
 //!
 //! Considered: removing the -32 with the Q8_K partial sums (llama.cpp's
 //! way) needs `bsums` in the driver's activation copy; the second
@@ -29,6 +31,9 @@ use crate::x86_64::ensure_features;
 use crate::x86_64::prep::{Q8kLayout, Q8kRows};
 use core::arch::x86_64::*;
 
+/// Rows per GEMV pass.
+const GEMV_ROWS: usize = 2;
+
 pub struct Q6K;
 
 static INFO: KernelInfo = KernelInfo {
@@ -37,7 +42,7 @@ static INFO: KernelInfo = KernelInfo {
     isa: Isa::Avx2,
     exact: true,
     requires: &[CpuFeature::Avx2, CpuFeature::F16c],
-    row_tile: 1,
+    row_tile: GEMV_ROWS,
 };
 
 const LAYOUT: Q8kLayout = Q8kLayout::Natural;
@@ -87,7 +92,9 @@ impl Kernel for Q6K {
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
-    unsafe { tq_matmul::<16>(rows, act, out, |block| unpack(block), |c, a| dot(c, a), 0) }
+    unsafe {
+        tq_matmul::<16, GEMV_ROWS>(rows, act, out, |block| unpack(block), |c, a| dot(c, a), 0)
+    }
 }
 
 /// The 256 codes (0..63) of a block as 8 vectors in element order, then 8

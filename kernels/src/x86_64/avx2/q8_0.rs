@@ -20,13 +20,16 @@ use core::arch::x86_64::*;
 
 pub struct Q8_0;
 
+/// Rows per GEMV pass.
+const GEMV_ROWS: usize = 4;
+
 static INFO: KernelInfo = KernelInfo {
     name: "q8_0-avx2",
     format: Format::Q8_0,
     isa: Isa::Avx2,
     exact: true,
     requires: &[CpuFeature::Avx2, CpuFeature::F16c],
-    row_tile: 1,
+    row_tile: GEMV_ROWS,
 };
 
 impl Kernel for Q8_0 {
@@ -75,7 +78,7 @@ impl Kernel for Q8_0 {
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        tq_matmul::<1>(
+        tq_matmul::<1, GEMV_ROWS>(
             rows,
             act,
             out,

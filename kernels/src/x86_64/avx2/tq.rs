@@ -1,17 +1,24 @@
-//! The driver shared by the TQ2_0 and TQ1_0 kernels on AVX2: everything but
-//! turning one packed block into vectors of codes.
+//! The driver shared by the AVX2 kernels of block formats with one f16 scale
+//! per block (TQ2_0, TQ1_0, Q6_K, Q8_0, Q4_0): everything but turning one
+//! packed block into vectors of codes and multiplying them with activations.
 //!
-//! Per row and group of 8 blocks: each block is unpacked once into `N`
-//! 32-byte code vectors (0..2) and multiplied with every token's activations
-//! (prepared in the matching order by [`Q8kRows`]) with `vpmaddubsw`: a pair
-//! is at most 2 * 2 * 128 = 512 in magnitude, so up to 63 vectors add up in
-//! 16 bits before one `vpmaddwd` widens them to the block's 8 lanes. The 8
-//! block sums of a group come out of one transposing reduction
-//! ([`hsum8_epi32`]); isum = sum(code a) - sum(a) is exact and the float step
-//! per block is the scalar kernel's `isum as f32 * (d_w * d_a)`, added in 8
-//! lanes (only the order of the float additions differs from it).
+//! - GEMV ([`tq_gemv`]): `R` rows (the kernel's `row_tile`) share each block's activations; per
+//!   block, the rows' 8-lane dot products are reduced together
+//!   ([`hsum4_epi32`]), so each row gets the block's exact integer sum
+//!   isum = sum(code a) - offset * sum(a) and the float step is the scalar
+//!   kernel's `sum += isum as f32 * (d_w * d_a)` in block order: outputs are
+//!   bit-identical to it. The next rows' blocks are prefetched.
+//! - GEMM ([`tq_matmul`] with several tokens): per row and group of 8 blocks,
+//!   each block is unpacked once and multiplied with every token's
+//!   activations; the 8 block sums of a group come out of one transposing
+//!   reduction ([`hsum8_epi32`]) and are scaled in 8 lanes (only the order of
+//!   the float additions differs from the scalar kernel).
+//!
+//! Codes are unsigned (below 3 for the ternary formats) and multiplied with
+//! `vpmaddubsw`: a pair is at most 2 * 2 * 128 = 512 in magnitude, so up to
+//! 63 vectors add up in 16 bits before one `vpmaddwd` widens them.
 
-use super::{hsum8_epi32, hsum_ps};
+use super::{hsum4_epi32, hsum8_epi32, hsum_ps};
 use crate::kernel::OutputTile;
 use crate::x86_64::prep::{Q8kRows, BLOCK_GROUP};
 use core::arch::x86_64::*;
@@ -71,7 +78,7 @@ pub(crate) unsafe fn block_dot<const N: usize>(codes: &[__m256i; N], a: *const i
 /// read only the block it is given and `dot` only `N * 32` activations.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-pub(crate) unsafe fn tq_matmul<const N: usize>(
+pub(crate) unsafe fn tq_matmul<const N: usize, const R: usize>(
     w: &BlockRows,
     act: &Q8kRows,
     out: &mut OutputTile<'_>,
@@ -79,6 +86,10 @@ pub(crate) unsafe fn tq_matmul<const N: usize>(
     dot: impl Fn(&[__m256i; N], *const i8) -> __m256i,
     offset: i32,
 ) {
+    if out.batch() == 1 {
+        // SAFETY: forwarded from the caller.
+        return unsafe { tq_gemv::<N, R>(w, act, out, unpack, dot, offset) };
+    }
     let nb = w.blocks_per_row;
     let offset = _mm256_set1_epi32(offset);
     let batch = out.batch();
@@ -125,5 +136,72 @@ pub(crate) unsafe fn tq_matmul<const N: usize>(
         for (t, acc) in accf.iter().enumerate() {
             out.row_mut(t)[r - rows.start] = hsum_ps(*acc);
         }
+    }
+}
+
+/// [`tq_matmul`] for one token, `R` (at most 4) rows per pass.
+///
+/// # Safety
+/// As [`tq_matmul`], with `out.batch() == 1`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn tq_gemv<const N: usize, const R: usize>(
+    w: &BlockRows,
+    act: &Q8kRows,
+    out: &mut OutputTile<'_>,
+    unpack: impl Fn(*const u8) -> [__m256i; N],
+    dot: impl Fn(&[__m256i; N], *const i8) -> __m256i,
+    offset: i32,
+) {
+    let (nb, bytes) = (w.blocks_per_row, w.block_bytes);
+    let row_bytes = nb * bytes;
+    let a_bytes = act.layout.block_bytes();
+    let a = act.q.as_ptr();
+    let rows = out.rows();
+    let last = rows.end - 1;
+    let y = out.row_mut(0);
+    let mut r = rows.start;
+    while r < rows.end {
+        let n = (rows.end - r).min(R);
+        // A short tile repeats its last row; the extra results are dropped.
+        // SAFETY: every row index is at most `last`, inside the matrix (caller).
+        let row: [*const u8; R] =
+            core::array::from_fn(|i| unsafe { w.base.add((r + i).min(last) * row_bytes) });
+        // Prefetch the next tile's rows only where they exist.
+        let prefetch = r + 2 * R <= rows.end;
+        let ahead = R * row_bytes;
+        let mut acc = _mm_setzero_ps();
+        for b in 0..nb {
+            // SAFETY: block b of token 0 is readable (caller).
+            let ab = unsafe { a.add(b * a_bytes) };
+            let s: [__m256i; R] = core::array::from_fn(|i| {
+                // SAFETY: block b of each row lies in the matrix (caller).
+                let blk = unsafe { row[i].add(b * bytes) };
+                if prefetch {
+                    // A prefetch never faults; the address is inside the matrix anyway.
+                    _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(ahead) as *const i8);
+                }
+                dot(&unpack(blk), ab)
+            });
+            // SAFETY: the scale of block b lies in each row (caller).
+            let dw = unsafe {
+                let d = |i: usize| {
+                    let p = row[i.min(R - 1)].add(b * bytes + w.d_offset);
+                    (p as *const u16).read_unaligned() as i16
+                };
+                _mm_cvtph_ps(_mm_setr_epi16(d(0), d(1), d(2), d(3), 0, 0, 0, 0))
+            };
+            let four = core::array::from_fn(|i| if i < R { s[i] } else { s[0] });
+            let isum = _mm_sub_epi32(hsum4_epi32(four), _mm_set1_epi32(offset * act.sum[b]));
+            acc = _mm_add_ps(
+                acc,
+                _mm_mul_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(dw, _mm_set1_ps(act.d[b]))),
+            );
+        }
+        let mut vals = [0.0f32; 4];
+        // SAFETY: `vals` holds 4 floats.
+        unsafe { _mm_storeu_ps(vals.as_mut_ptr(), acc) };
+        y[r - rows.start..r - rows.start + n].copy_from_slice(&vals[..n]);
+        r += n;
     }
 }

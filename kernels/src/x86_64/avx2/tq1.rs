@@ -25,13 +25,16 @@ use core::arch::x86_64::*;
 
 pub struct Tq1;
 
+/// Rows per GEMV pass.
+const GEMV_ROWS: usize = 4;
+
 static INFO: KernelInfo = KernelInfo {
     name: "tq1-avx2",
     format: Format::Tq1,
     isa: Isa::Avx2,
     exact: true,
     requires: &[CpuFeature::Avx2, CpuFeature::F16c],
-    row_tile: 1,
+    row_tile: GEMV_ROWS,
 };
 
 const LAYOUT: Q8kLayout = Q8kLayout::Tq1Digits;
@@ -81,7 +84,7 @@ impl Kernel for Tq1 {
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        tq_matmul::<10>(
+        tq_matmul::<10, GEMV_ROWS>(
             rows,
             act,
             out,

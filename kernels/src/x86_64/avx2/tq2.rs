@@ -18,13 +18,16 @@ use core::arch::x86_64::*;
 
 pub struct Tq2;
 
+/// Rows per GEMV pass.
+const GEMV_ROWS: usize = 4;
+
 static INFO: KernelInfo = KernelInfo {
     name: "tq2-avx2",
     format: Format::Tq2,
     isa: Isa::Avx2,
     exact: true,
     requires: &[CpuFeature::Avx2, CpuFeature::F16c],
-    row_tile: 1,
+    row_tile: GEMV_ROWS,
 };
 
 const LAYOUT: Q8kLayout = Q8kLayout::Natural;
@@ -74,7 +77,7 @@ impl Kernel for Tq2 {
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        tq_matmul::<8>(
+        tq_matmul::<8, GEMV_ROWS>(
             rows,
             act,
             out,

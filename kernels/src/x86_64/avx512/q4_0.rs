@@ -82,7 +82,7 @@ impl Kernel for Q4_0 {
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        tq_matmul::<1>(
+        tq_matmul::<1, 4>(
             rows,
             act,
             out,

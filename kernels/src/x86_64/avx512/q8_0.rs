@@ -84,7 +84,7 @@ impl Kernel for Q8_0 {
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        tq_matmul::<1>(
+        tq_matmul::<1, 4>(
             rows,
             act,
             out,
