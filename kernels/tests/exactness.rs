@@ -308,16 +308,28 @@ fn random_inputs_verify_for_every_kernel() {
     }
 }
 
-/// The x86 AVX2 GEMVs of the block formats with one scale per block (tq2,
+/// The x86 AVX2 kernels of the block formats with one scale per block (tq2,
 /// tq1, q8_0, q4_0, q6_k) add `isum as f32 * (d_w * d_a)` in block order, as
-/// the scalar kernels do, so at batch 1 their outputs equal the scalar
-/// kernel's bit for bit on real-valued inputs too, with row counts around
-/// their row tile (threaded: tiles with tails).
+/// the scalar kernels do, so their outputs equal the scalar kernel's bit for
+/// bit on real-valued inputs too: GEMV with row counts around the row tile
+/// (threaded: tiles with tails), GEMM with token counts around its 4.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn block_scaled_avx2_gemvs_equal_their_scalar_kernel_bit_for_bit() {
+fn block_scaled_avx2_kernels_equal_their_scalar_kernel_bit_for_bit() {
     let exec = Executor::new(Threading::Pool, 2, false).unwrap();
     let kernels = available();
+    // (rows, batch)
+    let cases = [
+        (1, 1),
+        (3, 1),
+        (4, 1),
+        (5, 1),
+        (9, 1),
+        (33, 1),
+        (3, 2),
+        (5, 5),
+        (2, 8),
+    ];
     let mut checked = 0;
     for kernel in kernels.iter().filter(|k| {
         k.info().isa == Isa::Avx2
@@ -331,20 +343,23 @@ fn block_scaled_avx2_gemvs_equal_their_scalar_kernel_bit_for_bit() {
             .iter()
             .find(|k| k.info().format == format && k.info().isa == Isa::Scalar)
             .expect("every format has a scalar kernel");
-        for (seed, &rows) in [1, 3, 4, 5, 7, 9, 33].iter().enumerate() {
+        for (seed, &(rows, batch)) in cases.iter().enumerate() {
             let cols = fit_cols(format, 2560);
-            let (w, x) = random_case(format, rows, cols, 1, seed as u64);
-            let act = Activations::quantize(format.activation_scheme(), &x, 1, cols);
+            let (w, x) = random_case(format, rows, cols, batch, seed as u64);
+            let act = Activations::quantize(format.activation_scheme(), &x, batch, cols);
             let want = run(*scalar, &w, &act, &exec);
             let got = run(*kernel, &w, &act, &exec);
             assert_same_bits(&got, &want, || {
-                format!("{} {rows}x{cols} (scalar)", kernel.info().name)
+                format!(
+                    "{} {rows}x{cols} batch {batch} (scalar)",
+                    kernel.info().name
+                )
             });
             checked += 1;
         }
     }
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
-        assert_eq!(checked, 5 * 7, "one AVX2 kernel per format");
+        assert_eq!(checked, 5 * cases.len(), "one AVX2 kernel per format");
     }
 }
 

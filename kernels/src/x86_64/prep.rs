@@ -88,6 +88,9 @@ pub struct Q8kRows {
     pub q: AlignedVec<i8>,
     pub d: AlignedVec<f32>,
     pub sum: AlignedVec<i32>,
+    /// Per block, the sums of its 16 runs of 16 consecutive values (element
+    /// order, whatever the layout; empty for Q8_0 activations).
+    pub bsums: AlignedVec<i16>,
 }
 
 impl Q8kRows {
@@ -98,9 +101,14 @@ impl Q8kRows {
         let mut q = aligned_from_iter(std::iter::repeat_n(0i8, act.batch * padded * bytes));
         let mut d = aligned_from_iter(std::iter::repeat_n(0.0f32, act.batch * padded));
         let mut sum = aligned_from_iter(std::iter::repeat_n(0i32, act.batch * padded));
+        let mut bsums = aligned_from_iter(std::iter::repeat_n(0i16, act.batch * padded * 16));
         for b in 0..act.batch {
             for (i, blk) in act.row(b).iter().enumerate() {
                 let at = b * padded + i;
+                for (run, bs) in blk.qs.chunks(16).zip(&mut bsums[at * 16..(at + 1) * 16]) {
+                    // |sum| <= 16 * 128: fits in 16 bits.
+                    *bs = run.iter().map(|&v| v as i16).sum();
+                }
                 let dst = &mut q[at * bytes..(at + 1) * bytes];
                 match layout {
                     Q8kLayout::Natural => dst.copy_from_slice(&blk.qs),
@@ -125,6 +133,7 @@ impl Q8kRows {
             q,
             d,
             sum,
+            bsums,
         }
     }
 
@@ -150,6 +159,7 @@ impl Q8kRows {
             q,
             d,
             sum,
+            bsums: aligned_from_iter(std::iter::empty()),
         }
     }
 

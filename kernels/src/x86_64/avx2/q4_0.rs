@@ -83,7 +83,7 @@ unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
             act,
             out,
             |block| unpack(block),
-            |c, a| dot(c[0], a),
+            |c, a, _| dot(c[0], a),
             8,
         )
     }

@@ -7,19 +7,18 @@
 //! bits at 2k, so a shift and two masks give 32 codes lined up with 32
 //! consecutive activations (natural order, 8 vectors per block).
 //!
-//! Arithmetic, exact: `vpmaddubsw(code, a) - vpmaddubsw(32, a)` is the pair
-//! sum of (code - 32) a, at most 2 * 32 * 128 = 8192 in 16 bits; `vpmaddwd`
+//! Arithmetic, exact: `vpmaddubsw(code, a)` is the pair sum of code * a for
+//! the unsigned codes, at most 2 * 63 * 128 = 16128 in 16 bits; `vpmaddwd`
 //! with the sub-block scales (lanes 0..8 of a vector are sub-block 2k, lanes
-//! 8..16 sub-block 2k + 1) widens to 32 bits, at most 2^27 per block. The
-//! shared driver ([`super::tq`]) applies the scalar kernel's float step
+//! 8..16 sub-block 2k + 1) widens to 32 bits, at most 2^26 per block. The
+//! codes' offset of 32 comes off once per block, as llama.cpp does it:
+//! 32 * sum(scale_j * bsum_j) with the activations' 16-value sums (one more
+//! `vpmaddwd`), instead of a second `vpmaddubsw` per 32 weights. The shared
+//! driver ([`super::tq`]) applies the scalar kernel's float step
 //! `isum as f32 * (d_w * d_a)` per block. Its GEMV takes 2 rows per pass
-//! here, not 4: the 16 code and scale vectors of a block leave no registers
-//! for more (4 rows measured 1.2x slower, 2 rows as fast as 1).
-//!
-//! Considered: removing the -32 with the Q8_K partial sums (llama.cpp's
-//! way) needs `bsums` in the driver's activation copy; the second
-//! `vpmaddubsw` costs one instruction per 32 weights instead and keeps the
-//! driver shared.
+//! here, not 4: with 17 code and scale vectors per block, 4 rows spill
+//! registers (4 rows: 4.5% fewer instructions under callgrind; before the
+//! offset went to `bsums`, 1.2x slower; timings here could not separate them since).
 
 use super::tq::{tq_matmul, BlockRows};
 use crate::activations::Activations;
@@ -73,6 +72,7 @@ impl Kernel for Q6K {
         };
         assert_eq!(act.blocks_per_row, m.blocks_per_row);
         assert!(act.q.len() >= out.batch() * act.padded_blocks * LAYOUT.block_bytes());
+        assert!(act.bsums.len() >= out.batch() * act.padded_blocks * 16);
         assert!(out.rows().end <= m.rows);
         let rows = BlockRows {
             base: m.blocks.as_ptr() as *const u8,
@@ -93,20 +93,30 @@ impl Kernel for Q6K {
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        tq_matmul::<16, GEMV_ROWS>(rows, act, out, |block| unpack(block), |c, a| dot(c, a), 0)
+        let bsums = act.bsums.as_ptr();
+        tq_matmul::<17, GEMV_ROWS>(
+            rows,
+            act,
+            out,
+            |block| unpack(block),
+            // SAFETY: `at` indexes a block of `act`, which has 16 sums per block.
+            |c, a, at| dot(c, a, bsums.add(16 * at)),
+            0,
+        )
     }
 }
 
 /// The 256 codes (0..63) of a block as 8 vectors in element order, then 8
-/// vectors of 16-bit scales (vector k: sub-block 2k in lanes 0..8, 2k + 1 in 8..16).
+/// vectors of 16-bit scales (vector k: sub-block 2k in lanes 0..8, 2k + 1 in
+/// 8..16), then the 16 scales in order as 16-bit values.
 ///
 /// # Safety
 /// `block` must point at a 210-byte Q6_K block.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn unpack(block: *const u8) -> [__m256i; 16] {
+unsafe fn unpack(block: *const u8) -> [__m256i; 17] {
     let low4 = _mm256_set1_epi8(0x0F);
-    let mut v = [_mm256_setzero_si256(); 16];
+    let mut v = [_mm256_setzero_si256(); 17];
     for h in 0..2 {
         // SAFETY: ql is bytes 0..128, qh bytes 128..192 of the block (caller).
         let (l0, l1, hb) = unsafe {
@@ -134,6 +144,7 @@ unsafe fn unpack(block: *const u8) -> [__m256i; 16] {
         let pick = _mm_setr_epi8(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
         v[8 + k] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
     }
+    v[16] = _mm256_cvtepi8_epi16(scales);
     v
 }
 
@@ -145,23 +156,26 @@ fn high<const S: i32>(qh: __m256i) -> __m256i {
     _mm256_slli_epi16::<4>(two)
 }
 
-/// sum over sub-blocks of scale * sum((code - 32) a), as 8 lanes.
+/// sum over sub-blocks of scale * sum((code - 32) a), as 8 lanes: the
+/// unsigned codes' products, less 32 * sum(scale * run sum) from the
+/// activations' 16-value sums.
 ///
 /// # Safety
-/// `a` must point at 256 readable activations.
+/// `a` must point at 256 readable activations and `bsums` at their 16 sums.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn dot(c: &[__m256i; 16], a: *const i8) -> __m256i {
-    let offset = _mm256_set1_epi8(32);
+unsafe fn dot(c: &[__m256i; 17], a: *const i8, bsums: *const i16) -> __m256i {
     let mut acc = _mm256_setzero_si256();
     for k in 0..8 {
         // SAFETY: vector k of the 256 activations is readable (caller).
         let av = unsafe { _mm256_loadu_si256(a.add(32 * k) as *const _) };
-        let pairs = _mm256_sub_epi16(
-            _mm256_maddubs_epi16(c[k], av),
-            _mm256_maddubs_epi16(offset, av),
+        acc = _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(c[k], av), c[8 + k]),
         );
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, c[8 + k]));
     }
-    acc
+    // SAFETY: 16 sums readable (caller).
+    let sums = unsafe { _mm256_loadu_si256(bsums as *const _) };
+    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(c[16], sums));
+    _mm256_sub_epi32(acc, offset)
 }

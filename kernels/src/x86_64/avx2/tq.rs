@@ -2,25 +2,22 @@
 //! per block (TQ2_0, TQ1_0, Q6_K, Q8_0, Q4_0): everything but turning one
 //! packed block into vectors of codes and multiplying them with activations.
 //!
-//! - GEMV ([`tq_gemv`]): `R` rows (the kernel's `row_tile`) share each block's activations; per
-//!   block, the rows' 8-lane dot products are reduced together
-//!   ([`hsum4_epi32`]), so each row gets the block's exact integer sum
-//!   isum = sum(code a) - offset * sum(a) and the float step is the scalar
-//!   kernel's `sum += isum as f32 * (d_w * d_a)` in block order: outputs are
-//!   bit-identical to it. The next rows' blocks are prefetched.
-//! - GEMM ([`tq_matmul`] with several tokens): per row and group of 8 blocks,
-//!   each block is unpacked once and multiplied with every token's
-//!   activations; the 8 block sums of a group come out of one transposing
-//!   reduction ([`hsum8_epi32`]) and are scaled in 8 lanes (only the order of
-//!   the float additions differs from the scalar kernel).
+//! Both paths give each (row, token) the exact integer sum of each block,
+//! isum = sum(code a) - offset * sum(a), and add `isum as f32 * (d_w * d_a)`
+//! in block order, as the scalar kernels do: outputs are bit-identical to them.
+//! - GEMV ([`tq_gemv`]): `R` rows (the kernel's `row_tile`) share each
+//!   block's activations; per block, the rows' 8-lane dot products are
+//!   reduced together ([`hsum4_epi32`]). The next rows' blocks are prefetched.
+//! - GEMM ([`tq_gemm`]): per row and block, the codes are unpacked once and
+//!   multiplied with 4 tokens' activations, whose sums are reduced together.
 //!
 //! Codes are unsigned (below 3 for the ternary formats) and multiplied with
 //! `vpmaddubsw`: a pair is at most 2 * 2 * 128 = 512 in magnitude, so up to
 //! 63 vectors add up in 16 bits before one `vpmaddwd` widens them.
 
-use super::{hsum4_epi32, hsum8_epi32, hsum_ps};
+use super::hsum4_epi32;
 use crate::kernel::OutputTile;
-use crate::x86_64::prep::{Q8kRows, BLOCK_GROUP};
+use crate::x86_64::prep::Q8kRows;
 use core::arch::x86_64::*;
 
 /// Where a row-major matrix of packed 256-weight blocks lies.
@@ -30,22 +27,6 @@ pub(crate) struct BlockRows {
     /// Offset of the f16 scale inside a block.
     pub d_offset: usize,
     pub blocks_per_row: usize,
-}
-
-/// Scales of blocks first..first+valid of a row (0 after them).
-///
-/// # Safety
-/// `row` must point at the first block of a group with `valid` blocks.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn block_scales(w: &BlockRows, row: *const u8, valid: usize) -> __m256 {
-    let mut d = [0u16; BLOCK_GROUP];
-    for (j, dj) in d.iter_mut().enumerate().take(valid) {
-        // SAFETY: the scale of block j < valid lies in the row (caller).
-        *dj = unsafe { (row.add(j * w.block_bytes + w.d_offset) as *const u16).read_unaligned() };
-    }
-    // SAFETY: `d` holds 8 f16 values.
-    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr() as *const _) })
 }
 
 /// sum(code * a) of one block as 8 lanes, for unsigned codes below 3.
@@ -75,7 +56,8 @@ pub(crate) unsafe fn block_dot<const N: usize>(codes: &[__m256i; N], a: *const i
 /// The CPU must have AVX2 and F16C (and what `unpack` and `dot` use); `w`
 /// must describe a matrix holding every row of `out`, `act` must have
 /// `w.blocks_per_row` blocks per token of `N * 32` bytes each, `unpack` must
-/// read only the block it is given and `dot` only `N * 32` activations.
+/// read only the block it is given and `dot` only `N * 32` activations (its
+/// third argument is the block's index into `act.d`, `act.sum`, `act.bsums`).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) unsafe fn tq_matmul<const N: usize, const R: usize>(
@@ -83,60 +65,15 @@ pub(crate) unsafe fn tq_matmul<const N: usize, const R: usize>(
     act: &Q8kRows,
     out: &mut OutputTile<'_>,
     unpack: impl Fn(*const u8) -> [__m256i; N],
-    dot: impl Fn(&[__m256i; N], *const i8) -> __m256i,
+    dot: impl Fn(&[__m256i; N], *const i8, usize) -> __m256i,
     offset: i32,
 ) {
     if out.batch() == 1 {
         // SAFETY: forwarded from the caller.
         return unsafe { tq_gemv::<N, R>(w, act, out, unpack, dot, offset) };
     }
-    let nb = w.blocks_per_row;
-    let offset = _mm256_set1_epi32(offset);
-    let batch = out.batch();
-    let rows = out.rows();
-    let mut sums = vec![[_mm256_setzero_si256(); BLOCK_GROUP]; batch];
-    let mut accf = vec![_mm256_setzero_ps(); batch];
-    for r in rows.clone() {
-        accf.fill(_mm256_setzero_ps());
-        for g in 0..nb.div_ceil(BLOCK_GROUP) {
-            let first = g * BLOCK_GROUP;
-            let valid = (nb - first).min(BLOCK_GROUP);
-            // SAFETY: row r exists (caller); blocks first..first+valid lie in it.
-            let row = unsafe { w.base.add((r * nb + first) * w.block_bytes) };
-            for j in 0..BLOCK_GROUP {
-                if j >= valid {
-                    sums.iter_mut().for_each(|s| s[j] = _mm256_setzero_si256());
-                    continue;
-                }
-                // SAFETY: block j < valid of the row exists.
-                let codes = unpack(unsafe { row.add(j * w.block_bytes) });
-                for (t, s) in sums.iter_mut().enumerate() {
-                    // SAFETY: token t holds block first+j (caller).
-                    s[j] = dot(&codes, act.block_ptr(t, first + j));
-                }
-            }
-            // SAFETY: as above.
-            let dw = unsafe { block_scales(w, row, valid) };
-            for (t, (s, acc)) in sums.iter().zip(accf.iter_mut()).enumerate() {
-                let at = t * act.padded_blocks + first;
-                // SAFETY: padded_blocks is a multiple of 8, so 8 entries exist.
-                let (sum_a, da) = unsafe {
-                    (
-                        _mm256_loadu_si256(act.sum.as_ptr().add(at) as *const _),
-                        _mm256_loadu_ps(act.d.as_ptr().add(at)),
-                    )
-                };
-                let isum = _mm256_sub_epi32(hsum8_epi32(*s), _mm256_mullo_epi32(sum_a, offset));
-                *acc = _mm256_add_ps(
-                    *acc,
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, da)),
-                );
-            }
-        }
-        for (t, acc) in accf.iter().enumerate() {
-            out.row_mut(t)[r - rows.start] = hsum_ps(*acc);
-        }
-    }
+    // SAFETY: forwarded from the caller.
+    unsafe { tq_gemm(w, act, out, unpack, dot, offset) }
 }
 
 /// [`tq_matmul`] for one token, `R` (at most 4) rows per pass.
@@ -150,7 +87,7 @@ unsafe fn tq_gemv<const N: usize, const R: usize>(
     act: &Q8kRows,
     out: &mut OutputTile<'_>,
     unpack: impl Fn(*const u8) -> [__m256i; N],
-    dot: impl Fn(&[__m256i; N], *const i8) -> __m256i,
+    dot: impl Fn(&[__m256i; N], *const i8, usize) -> __m256i,
     offset: i32,
 ) {
     let (nb, bytes) = (w.blocks_per_row, w.block_bytes);
@@ -181,7 +118,7 @@ unsafe fn tq_gemv<const N: usize, const R: usize>(
                     // A prefetch never faults; the address is inside the matrix anyway.
                     _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(ahead) as *const i8);
                 }
-                dot(&unpack(blk), ab)
+                dot(&unpack(blk), ab, b)
             });
             // SAFETY: the scale of block b lies in each row (caller).
             let dw = unsafe {
@@ -203,5 +140,74 @@ unsafe fn tq_gemv<const N: usize, const R: usize>(
         unsafe { _mm_storeu_ps(vals.as_mut_ptr(), acc) };
         y[r - rows.start..r - rows.start + n].copy_from_slice(&vals[..n]);
         r += n;
+    }
+}
+
+/// Tokens per reduction in the GEMM.
+const TOKENS: usize = 4;
+
+/// [`tq_matmul`] for several tokens: per row and block, the codes are
+/// unpacked once and multiplied with every token's activations, [`TOKENS`]
+/// tokens at a time, whose 8-lane sums are reduced together
+/// ([`hsum4_epi32`]); each (row, token) gets the scalar kernel's float step in
+/// block order, in an accumulator per token.
+///
+/// # Safety
+/// As [`tq_matmul`].
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn tq_gemm<const N: usize>(
+    w: &BlockRows,
+    act: &Q8kRows,
+    out: &mut OutputTile<'_>,
+    unpack: impl Fn(*const u8) -> [__m256i; N],
+    dot: impl Fn(&[__m256i; N], *const i8, usize) -> __m256i,
+    offset: i32,
+) {
+    let (nb, bytes) = (w.blocks_per_row, w.block_bytes);
+    let a_bytes = act.layout.block_bytes();
+    let a = act.q.as_ptr();
+    let batch = out.batch();
+    let groups = batch.div_ceil(TOKENS);
+    let rows = out.rows();
+    // A short last group repeats the last token; its extra sums are dropped.
+    let token_at = |t: usize| t.min(batch - 1) * act.padded_blocks;
+    let mut acc = vec![0.0f32; groups * TOKENS];
+    for r in rows.clone() {
+        acc.fill(0.0);
+        // SAFETY: row r lies in the matrix (caller).
+        let row = unsafe { w.base.add(r * nb * bytes) };
+        for b in 0..nb {
+            // SAFETY: block b of row r lies in the matrix (caller).
+            let blk = unsafe { row.add(b * bytes) };
+            let codes = unpack(blk);
+            // SAFETY: the scale of block b lies in the row (caller).
+            let dw = unsafe { (blk.add(w.d_offset) as *const u16).read_unaligned() };
+            let dw = _mm_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(dw as i32))));
+            for (g, acc) in acc.chunks_exact_mut(TOKENS).enumerate() {
+                let at: [usize; TOKENS] = core::array::from_fn(|j| token_at(g * TOKENS + j) + b);
+                // SAFETY: block b of each token is readable (caller).
+                let s = at.map(|at| dot(&codes, unsafe { a.add(at * a_bytes) }, at));
+                let sum_a = at.map(|at| act.sum[at]);
+                let da = at.map(|at| act.d[at]);
+                // SAFETY: `sum_a`, `da` and `acc` hold 4 values each.
+                unsafe {
+                    let offsets = _mm_mullo_epi32(
+                        _mm_loadu_si128(sum_a.as_ptr() as *const _),
+                        _mm_set1_epi32(offset),
+                    );
+                    let isum = _mm_sub_epi32(hsum4_epi32(s), offsets);
+                    let scale = _mm_mul_ps(dw, _mm_loadu_ps(da.as_ptr()));
+                    let sum = _mm_add_ps(
+                        _mm_loadu_ps(acc.as_ptr()),
+                        _mm_mul_ps(_mm_cvtepi32_ps(isum), scale),
+                    );
+                    _mm_storeu_ps(acc.as_mut_ptr(), sum);
+                }
+            }
+        }
+        for (t, &v) in acc.iter().enumerate().take(batch) {
+            out.row_mut(t)[r - rows.start] = v;
+        }
     }
 }

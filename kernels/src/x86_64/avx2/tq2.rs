@@ -82,7 +82,7 @@ unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
             act,
             out,
             |block| unpack(block),
-            |c, a| block_dot(c, a),
+            |c, a, _| block_dot(c, a),
             1,
         )
     }
