@@ -90,6 +90,7 @@ unsafe fn tq_gemv<const N: usize, const R: usize>(
     dot: impl Fn(&[__m256i; N], *const i8, usize) -> __m256i,
     offset: i32,
 ) {
+    const { assert!(R >= 1 && R <= 4, "one 4-lane reduction per block") };
     let (nb, bytes) = (w.blocks_per_row, w.block_bytes);
     let row_bytes = nb * bytes;
     let a_bytes = act.layout.block_bytes();
