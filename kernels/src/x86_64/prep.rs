@@ -8,8 +8,9 @@
 //! reorders each 256 activations to match, so the kernels load activations
 //! with plain 64-byte loads instead of shuffling them in the inner loop.
 
-use crate::activations::{Q8KActivations, Q8_0Activations};
+use crate::activations::{Activations, Q8KActivations, Q8_0Activations};
 use crate::formats::{aligned_from_iter, AlignedVec};
+use crate::kernel::PreparedInput;
 
 /// Reorders one 256-element chunk: output vector k (64 elements) is
 /// `src[32k..32k+32] ++ src[128+32k..128+32k+32]`.
@@ -160,6 +161,37 @@ impl Q8kRows {
             d,
             sum,
             bsums: aligned_from_iter(std::iter::empty()),
+        }
+    }
+
+    /// The copy of `act` in `layout` (of its Q8_0 activations for
+    /// [`Q8kLayout::Q8_0`], of its Q8_K ones otherwise).
+    pub fn of(act: &Activations, layout: Q8kLayout) -> Self {
+        match layout {
+            Q8kLayout::Q8_0 => Self::from_q8_0(act.q8_0()),
+            _ => Self::new(act.q8k(), layout),
+        }
+    }
+
+    /// `act` with its copy in `layout`: a kernel's `prepare_input`.
+    pub fn prepare(act: Activations, layout: Q8kLayout) -> PreparedInput {
+        let derived = Self::of(&act, layout);
+        PreparedInput {
+            act,
+            derived: Some(Box::new(derived)),
+        }
+    }
+
+    /// The copy [`Q8kRows::prepare`] made, or, for an input another kernel
+    /// prepared, a new one kept in `owned`.
+    pub fn prepared<'a>(
+        x: &'a PreparedInput,
+        layout: Q8kLayout,
+        owned: &'a mut Option<Q8kRows>,
+    ) -> &'a Q8kRows {
+        match x.derived.as_ref().and_then(|d| d.downcast_ref::<Q8kRows>()) {
+            Some(d) if d.layout == layout => d,
+            _ => owned.insert(Self::of(&x.act, layout)),
         }
     }
 

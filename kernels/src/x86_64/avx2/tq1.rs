@@ -45,24 +45,14 @@ impl Kernel for Tq1 {
     }
 
     fn prepare_input(&self, act: Activations) -> PreparedInput {
-        let derived = Q8kRows::new(act.q8k(), LAYOUT);
-        PreparedInput {
-            act,
-            derived: Some(Box::new(derived)),
-        }
+        Q8kRows::prepare(act, LAYOUT)
     }
 
     fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
         ensure_features(&INFO);
         let m = w.expect::<Tq1Matrix>();
-        let owned;
-        let act = match x.derived.as_ref().and_then(|d| d.downcast_ref::<Q8kRows>()) {
-            Some(d) if d.layout == LAYOUT => d,
-            _ => {
-                owned = Q8kRows::new(x.act.q8k(), LAYOUT);
-                &owned
-            }
-        };
+        let mut owned = None;
+        let act = Q8kRows::prepared(x, LAYOUT, &mut owned);
         assert_eq!(act.blocks_per_row, m.blocks_per_row);
         assert!(act.q.len() >= out.batch() * act.padded_blocks * LAYOUT.block_bytes());
         assert!(out.rows().end <= m.rows);

@@ -44,24 +44,14 @@ impl Kernel for Q8_0 {
     }
 
     fn prepare_input(&self, act: Activations) -> PreparedInput {
-        let derived = Q8kRows::from_q8_0(act.q8_0());
-        PreparedInput {
-            act,
-            derived: Some(Box::new(derived)),
-        }
+        Q8kRows::prepare(act, Q8kLayout::Q8_0)
     }
 
     fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
         ensure_features(&INFO);
         let m = w.expect::<Q8_0Matrix>();
-        let owned;
-        let act = match x.derived.as_ref().and_then(|d| d.downcast_ref::<Q8kRows>()) {
-            Some(d) if d.layout == Q8kLayout::Q8_0 => d,
-            _ => {
-                owned = Q8kRows::from_q8_0(x.act.q8_0());
-                &owned
-            }
-        };
+        let mut owned = None;
+        let act = Q8kRows::prepared(x, Q8kLayout::Q8_0, &mut owned);
         assert_eq!(act.blocks_per_row, m.blocks_per_row);
         assert!(act.q.len() >= out.batch() * act.padded_blocks * 32);
         assert!(out.rows().end <= m.rows);
