@@ -523,6 +523,28 @@ mod tests {
             / scale
     }
 
+    /// The reference forward's logits after the prompt and after each of
+    /// `steps` greedy tokens, and those tokens.
+    fn reference_greedy(
+        reference: &mut ReferenceModel,
+        prompt: &[u32],
+        steps: usize,
+    ) -> (Vec<Vec<f32>>, Vec<u32>) {
+        let mut logits = Vec::new();
+        for &t in prompt {
+            logits = reference.step(t);
+        }
+        let mut all = vec![logits.clone()];
+        let mut tokens = Vec::new();
+        for _ in 0..steps {
+            let next = argmax(&logits);
+            tokens.push(next);
+            logits = reference.step(next);
+            all.push(logits.clone());
+        }
+        (all, tokens)
+    }
+
     #[test]
     fn every_kernel_matches_the_reference_forward() {
         let exec = Executor::new(Threading::Pool, 2, false).unwrap();
@@ -559,19 +581,7 @@ mod tests {
                 let format = model.spec.kernel.info().format;
                 let mut reference =
                     ReferenceModel::new(&config, &source, format, Format::F16, 16).unwrap();
-                let mut want = Vec::new();
-                let mut ref_tokens = Vec::new();
-                let mut logits = Vec::new();
-                for &t in &prompt {
-                    logits = reference.step(t);
-                }
-                want.push(logits.clone());
-                for _ in 0..5 {
-                    let next = argmax(&logits);
-                    ref_tokens.push(next);
-                    logits = reference.step(next);
-                    want.push(logits.clone());
-                }
+                let (want, ref_tokens) = reference_greedy(&mut reference, &prompt, 5);
                 for batched in [true, false] {
                     let (got, tokens) = generate(model, &exec, &prompt, 5, batched);
                     let name = model.spec.kernel.info().name;
@@ -642,19 +652,7 @@ mod tests {
             let format = model.spec.kernel.info().format;
             let mut reference =
                 ReferenceModel::new(&config, &source, format, Format::Q6K, 16).unwrap();
-            let mut want = Vec::new();
-            let mut ref_tokens = Vec::new();
-            let mut logits = Vec::new();
-            for &t in &prompt {
-                logits = reference.step(t);
-            }
-            want.push(logits.clone());
-            for _ in 0..4 {
-                let next = argmax(&logits);
-                ref_tokens.push(next);
-                logits = reference.step(next);
-                want.push(logits.clone());
-            }
+            let (want, ref_tokens) = reference_greedy(&mut reference, &prompt, 4);
             let name = format!(
                 "{} + lm_head {}",
                 model.spec.kernel.info().name,
