@@ -89,8 +89,8 @@ pub struct Q8kRows {
     pub q: AlignedVec<i8>,
     pub d: AlignedVec<f32>,
     pub sum: AlignedVec<i32>,
-    /// Per block, the sums of its 16 runs of 16 consecutive values (element
-    /// order, whatever the layout; empty for Q8_0 activations).
+    /// Per block, the Q8_K sums of its 16 runs of 16 consecutive values
+    /// (element order, whatever the layout; empty for Q8_0 activations).
     pub bsums: AlignedVec<i16>,
 }
 
@@ -106,10 +106,7 @@ impl Q8kRows {
         for b in 0..act.batch {
             for (i, blk) in act.row(b).iter().enumerate() {
                 let at = b * padded + i;
-                for (run, bs) in blk.qs.chunks(16).zip(&mut bsums[at * 16..(at + 1) * 16]) {
-                    // |sum| <= 16 * 128: fits in 16 bits.
-                    *bs = run.iter().map(|&v| v as i16).sum();
-                }
+                bsums[at * 16..(at + 1) * 16].copy_from_slice(&blk.bsums);
                 let dst = &mut q[at * bytes..(at + 1) * bytes];
                 match layout {
                     Q8kLayout::Natural => dst.copy_from_slice(&blk.qs),
@@ -124,7 +121,7 @@ impl Q8kRows {
                     }
                 }
                 d[at] = blk.d;
-                sum[at] = blk.qs.iter().map(|&v| v as i32).sum();
+                sum[at] = blk.bsums.iter().map(|&v| v as i32).sum();
             }
         }
         Q8kRows {
