@@ -11,7 +11,8 @@
 //! - GEMV: the four group products of a block are added in 16 bits (<= 2048
 //!   per block) for 8 blocks (<= 16384), then widened with one `vpmaddwd`:
 //!   about 15 instructions per block and row. Four rows share each
-//!   activation load; the next four rows are prefetched.
+//!   activation load; the next four rows are prefetched in address order
+//!   ([`InOrderPrefetch`]).
 //! - GEMM: codes are unpacked once per row and block and used for 4 tokens;
 //!   2 rows x 4 tokens keep 8 accumulators (AVX2 has 16 registers).
 //!
@@ -24,7 +25,7 @@ use crate::cpu::CpuFeature;
 use crate::formats::i2s::I2sMatrix;
 use crate::formats::Format;
 use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
-use crate::x86_64::ensure_features;
+use crate::x86_64::{ensure_features, InOrderPrefetch};
 use core::arch::x86_64::*;
 
 /// Rows per GEMV pass.
@@ -165,7 +166,7 @@ unsafe fn block_dot16(c: &[__m256i; 4], a: *const i8) -> __m256i {
 }
 
 /// sum(code * a) of `R` rows with one activation row, as vectors of 8 lanes.
-/// With `prefetch`, the same bytes of the next `R` rows are prefetched.
+/// With `prefetch`, the next `R` rows are prefetched in address order.
 ///
 /// # Safety
 /// AVX2; each `w[i]` points at `nblocks` blocks, `a` at `nblocks * 128` activations.
@@ -178,18 +179,18 @@ unsafe fn gemv_rows<const R: usize>(
     prefetch: bool,
 ) -> [__m256i; R] {
     let ones = _mm256_set1_epi16(1);
-    let ahead = R * nblocks * 32;
+    // The rows are contiguous: the next tile starts R rows on.
+    let mut next = prefetch.then(|| InOrderPrefetch::new(w[0].wrapping_add(R * nblocks * 32)));
     let mut acc = [_mm256_setzero_si256(); R];
     let mut blk = 0;
     while blk < nblocks {
         let end = (blk + I16_BLOCKS).min(nblocks);
         let mut acc16 = [_mm256_setzero_si256(); R];
         for b in blk..end {
+            if let Some(pf) = next.as_mut() {
+                pf.upto::<_MM_HINT_T0>((b + 1) * R * 32);
+            }
             for i in 0..R {
-                if prefetch && b % 2 == 0 {
-                    // A prefetch never faults; the address is inside the matrix anyway.
-                    _mm_prefetch::<_MM_HINT_T0>(w[i].wrapping_add(ahead + 32 * b) as *const i8);
-                }
                 // SAFETY: block b of row i exists; activations b*128.. are readable.
                 unsafe {
                     let c = unpack(_mm256_loadu_si256(w[i].add(32 * b) as *const _));

@@ -7,7 +7,8 @@
 //! in block order, as the scalar kernels do: outputs are bit-identical to them.
 //! - GEMV ([`tq_gemv`]): `R` rows (the kernel's `row_tile`) share each
 //!   block's activations; per block, the rows' 8-lane dot products are
-//!   reduced together ([`hsum4_epi32`]). The next rows' blocks are prefetched.
+//!   reduced together ([`hsum4_epi32`]). The next rows are prefetched
+//!   in address order ([`InOrderPrefetch`]).
 //! - GEMM ([`tq_gemm`]): per row and block, the codes are unpacked once and
 //!   multiplied with 4 tokens' activations, whose sums are reduced together.
 //!
@@ -18,6 +19,7 @@
 use super::hsum4_epi32;
 use crate::kernel::OutputTile;
 use crate::x86_64::prep::Q8kRows;
+use crate::x86_64::InOrderPrefetch;
 use core::arch::x86_64::*;
 
 /// Where a row-major matrix of packed 256-weight blocks lies.
@@ -105,21 +107,19 @@ unsafe fn tq_gemv<const N: usize, const R: usize>(
         // SAFETY: every row index is at most `last`, inside the matrix (caller).
         let row: [*const u8; R] =
             core::array::from_fn(|i| unsafe { w.base.add((r + i).min(last) * row_bytes) });
-        // Prefetch the next tile's rows only where they exist.
-        let prefetch = r + 2 * R <= rows.end;
-        let ahead = R * row_bytes;
+        // Prefetch the next tile's rows (contiguous, R rows on) where they exist.
+        let mut next = (r + 2 * R <= rows.end)
+            .then(|| InOrderPrefetch::new(row[0].wrapping_add(R * row_bytes)));
         let mut acc = _mm_setzero_ps();
         for b in 0..nb {
             // SAFETY: block b of token 0 is readable (caller).
             let ab = unsafe { a.add(b * a_bytes) };
+            if let Some(pf) = next.as_mut() {
+                pf.upto::<_MM_HINT_T0>((b + 1) * R * bytes);
+            }
             let s: [__m256i; R] = core::array::from_fn(|i| {
                 // SAFETY: block b of each row lies in the matrix (caller).
-                let blk = unsafe { row[i].add(b * bytes) };
-                if prefetch {
-                    // A prefetch never faults; the address is inside the matrix anyway.
-                    _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(ahead) as *const i8);
-                }
-                dot(&unpack(blk), ab, b)
+                dot(&unpack(unsafe { row[i].add(b * bytes) }), ab, b)
             });
             // SAFETY: the scale of block b lies in each row (caller).
             let dw = unsafe {
