@@ -6,7 +6,7 @@
 //! float path never produces (such as -128) straight into every kernel.
 
 use crate::formats::q8_0::BlockQ8_0;
-use crate::formats::{aligned_from_iter, padded_len, ActivationScheme, AlignedVec};
+use crate::formats::{aligned_filled, aligned_from_iter, padded_len, ActivationScheme, AlignedVec};
 use crate::quant::{quantize_block_absmax_q8, quantize_token_q8};
 use half::f16;
 
@@ -38,7 +38,7 @@ impl TokenQ8 {
     pub fn quantize(x: &[f32], batch: usize, cols: usize) -> Self {
         assert_eq!(x.len(), batch * cols, "activation length != batch * cols");
         let stride = padded_len(cols, TOKEN_ROW_ALIGN);
-        let mut q = aligned_from_iter(std::iter::repeat_n(0i8, batch * stride));
+        let mut q = aligned_filled(batch * stride, 0i8);
         let scale = (0..batch)
             .map(|b| {
                 let row = &mut q[b * stride..b * stride + cols];
@@ -53,7 +53,7 @@ impl TokenQ8 {
         assert_eq!(q.len(), batch * cols);
         assert_eq!(scale.len(), batch);
         let stride = padded_len(cols, TOKEN_ROW_ALIGN);
-        let mut padded = aligned_from_iter(std::iter::repeat_n(0i8, batch * stride));
+        let mut padded = aligned_filled(batch * stride, 0i8);
         for b in 0..batch {
             padded[b * stride..b * stride + cols].copy_from_slice(&q[b * cols..(b + 1) * cols]);
         }
@@ -236,7 +236,7 @@ impl F32Activations {
     pub fn new(x: &[f32], batch: usize, cols: usize) -> Self {
         assert_eq!(x.len(), batch * cols, "activation length != batch * cols");
         let stride = padded_len(cols, F32_ROW_ALIGN);
-        let mut padded = aligned_from_iter(std::iter::repeat_n(0.0f32, batch * stride));
+        let mut padded = aligned_filled(batch * stride, 0.0f32);
         for b in 0..batch {
             padded[b * stride..b * stride + cols].copy_from_slice(&x[b * cols..(b + 1) * cols]);
         }

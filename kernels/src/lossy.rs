@@ -57,7 +57,7 @@
 //! errors of different lookups cancel).
 
 use crate::activations::TokenQ8;
-use crate::formats::{aligned_from_iter, tl1, tl2, tmac, AlignedVec, Format};
+use crate::formats::{aligned_filled, tl1, tl2, tmac, AlignedVec, Format};
 use crate::lut::PlainTables;
 
 /// Bytes of lossy tables per chunk and token: `[codes A | codes B]`, 16 each.
@@ -227,7 +227,7 @@ impl LossyTables {
         };
         let stride = chunks * CHUNK_BYTES;
         let batch = codes.scale.len();
-        let mut bytes = aligned_from_iter(std::iter::repeat_n(0u8, batch * stride));
+        let mut bytes = aligned_filled(batch * stride, 0u8);
         for b in 0..batch {
             let tok = codes.token(b);
             for k in 0..chunks {

@@ -32,7 +32,7 @@ use crate::formats::lut::split_table;
 use crate::formats::tl1::Tl1Matrix;
 use crate::formats::tl2::Tl2Matrix;
 use crate::formats::tmac::TmacMatrix;
-use crate::formats::{aligned_from_iter, tl1, tl2, tmac, AlignedVec, Format};
+use crate::formats::{aligned_filled, tl1, tl2, tmac, AlignedVec, Format};
 use crate::kernel::{Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
 use crate::lossy::{self, LossyTables};
 use std::ops::Range;
@@ -130,7 +130,7 @@ impl SplitTables {
         table: impl Fn(usize, usize, usize) -> [i16; 16],
     ) -> Self {
         let stride = signed * SIGNED_CHUNK_BYTES + plain * PLAIN_CHUNK_BYTES;
-        let mut bytes = aligned_from_iter(std::iter::repeat_n(0u8, act.batch * stride));
+        let mut bytes = aligned_filled(act.batch * stride, 0u8);
         for b in 0..act.batch {
             let tok = &mut bytes[b * stride..(b + 1) * stride];
             for k in 0..signed + plain {

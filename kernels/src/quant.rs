@@ -51,12 +51,47 @@ pub fn absmean_ternarize(w: &[f32]) -> (Vec<i8>, f32) {
 /// returns s; the real value of q is q / s.
 pub fn quantize_token_q8(x: &[f32], q: &mut [i8]) -> f32 {
     debug_assert_eq!(x.len(), q.len());
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let amax = abs_max(x);
     let s = 127.0 / amax.max(SCALE_EPS);
-    for (qi, &xi) in q.iter_mut().zip(x) {
-        *qi = round_even(xi * s).clamp(-128, 127) as i8;
-    }
+    scale_round(x, s, q, -128);
     s
+}
+
+/// max |x| (0 for an empty slice; NaN is ignored, as by `f32::max`), in 8
+/// lanes so that the compiler vectorizes it: the maximum does not depend on
+/// the order, and one chain of `maxss` cost more than the rounding after it.
+fn abs_max(x: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut lanes = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    for c in chunks {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            *m = m.max(v.abs());
+        }
+    }
+    lanes.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// q = clamp(round_even(x * s), lo, 127) for an absmax scale s (finite, so
+/// |x * s| is at most 127 for finite x): the rounding needs no range check
+/// and the loop vectorizes. x * s is NaN only for a NaN or infinite x (then s
+/// is 0), which `round_even` maps to 0, as here.
+fn scale_round(x: &[f32], s: f32, q: &mut [i8], lo: i32) {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23, as in round_even
+    debug_assert!(s.is_finite());
+    for (qi, &xi) in q.iter_mut().zip(x) {
+        let p = xi * s;
+        let r = ((p + MAGIC).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000;
+        *qi = if p.is_nan() {
+            0
+        } else {
+            r.clamp(lo, 127) as i8
+        };
+    }
 }
 
 /// Symmetric absmax block quantization to `[-127, 127]` (Q8_0, Q8_K), in
@@ -64,16 +99,13 @@ pub fn quantize_token_q8(x: &[f32], q: &mut [i8]) -> f32 {
 /// Returns d (0 for an all-zero block). Missing elements (`x` shorter than
 /// `q`) are zero.
 pub fn quantize_block_absmax_q8(x: &[f32], q: &mut [i8]) -> f32 {
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let amax = abs_max(x);
     q.fill(0);
     if amax == 0.0 {
         return 0.0;
     }
     let d = amax / 127.0;
-    let inv = 1.0 / d;
-    for (qi, &xi) in q.iter_mut().zip(x) {
-        *qi = round_even(xi * inv).clamp(-127, 127) as i8;
-    }
+    scale_round(x, 1.0 / d, q, -127);
     d
 }
 
@@ -146,5 +178,81 @@ mod tests {
         assert_eq!(q, [127, -64, 0, 0]); // -63.5 -> -64 (ties to even)
         assert_eq!(quantize_block_absmax_q8(&[0.0; 2], &mut q), 0.0);
         assert_eq!(q, [0; 4]);
+    }
+
+    /// The vectorizable quantizers give exactly what the plain definitions
+    /// give, including ties, lengths that are not a multiple of 8, zeros and
+    /// non-finite inputs.
+    #[test]
+    fn quantizers_equal_their_plain_definitions() {
+        fn plain_token(x: &[f32]) -> (Vec<i8>, f32) {
+            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let s = 127.0 / amax.max(SCALE_EPS);
+            (
+                x.iter()
+                    .map(|&v| round_even(v * s).clamp(-128, 127) as i8)
+                    .collect(),
+                s,
+            )
+        }
+        fn plain_block(x: &[f32]) -> (Vec<i8>, f32) {
+            let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            if amax == 0.0 {
+                return (vec![0; x.len()], 0.0);
+            }
+            let d = amax / 127.0;
+            let inv = 1.0 / d;
+            (
+                x.iter()
+                    .map(|&v| round_even(v * inv).clamp(-127, 127) as i8)
+                    .collect(),
+                d,
+            )
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut cases: Vec<Vec<f32>> = vec![
+            vec![],
+            vec![0.0; 9],
+            vec![0.5, -1.0, 0.25, 0.0, 1.5 / 127.0, -2.5 / 127.0, 1e-7],
+            vec![1.0, f32::NAN, -3.0],
+            vec![1.0, f32::INFINITY, -3.0, 2.0],
+            vec![f32::NEG_INFINITY, f32::NAN],
+        ];
+        for len in [1usize, 7, 8, 31, 32, 33, 255, 256, 2560] {
+            cases.push(
+                (0..len)
+                    .map(|_| {
+                        let r = next();
+                        // Mostly smooth values, some on exact halves of the scale.
+                        if r % 5 == 0 {
+                            ((r >> 8) % 255) as f32 / 2.0 - 63.5
+                        } else {
+                            ((r >> 11) as f64 / (1u64 << 53) as f64 * 8.0 - 4.0) as f32
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        for x in &cases {
+            let mut q = vec![0i8; x.len()];
+            let s = quantize_token_q8(x, &mut q);
+            assert_eq!(
+                (q.clone(), s.to_bits()),
+                {
+                    let (pq, ps) = plain_token(x);
+                    (pq, ps.to_bits())
+                },
+                "token {x:?}"
+            );
+            let d = quantize_block_absmax_q8(x, &mut q);
+            let (pq, pd) = plain_block(x);
+            assert_eq!((q, d.to_bits()), (pq, pd.to_bits()), "block {x:?}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use ternbench_kernels::parallel::Executor;
 
 /// y = x / sqrt(mean(x^2) + eps) * w, in place, for one row.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
-    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let mean_sq = dot(x, x) / x.len() as f32;
     let inv = 1.0 / (mean_sq + eps).sqrt();
     for (v, &g) in x.iter_mut().zip(w) {
         *v = *v * inv * g;
@@ -29,10 +29,13 @@ pub fn rope_inv_freq(head_dim: usize, theta: f32) -> Vec<f32> {
 /// is paired with i + head_dim/2 (HF's rotate_half), not with its neighbour.
 pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
     let half = head_dim / 2;
+    // The same angles for every head: one sin_cos each, not one per head.
+    let turns: Vec<(f32, f32)> = inv_freq[..half]
+        .iter()
+        .map(|&f| (pos as f32 * f).sin_cos())
+        .collect();
     for head in x.chunks_exact_mut(head_dim) {
-        for i in 0..half {
-            let angle = pos as f32 * inv_freq[i];
-            let (sin, cos) = angle.sin_cos();
+        for (i, &(sin, cos)) in turns.iter().enumerate() {
             let (a, b) = (head[i], head[i + half]);
             head[i] = a * cos - b * sin;
             head[i + half] = b * cos + a * sin;

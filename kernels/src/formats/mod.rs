@@ -35,6 +35,23 @@ pub fn aligned_from_iter<T>(iter: impl IntoIterator<Item = T>) -> AlignedVec<T> 
     AlignedVec::from_iter(64, iter)
 }
 
+/// An [`AlignedVec`] of `len` copies of `value`. Faster than collecting an
+/// iterator (which stores byte by byte, re-reading the length after each
+/// store): activation buffers are allocated once per linear layer and call.
+pub fn aligned_filled<T: Copy>(len: usize, value: T) -> AlignedVec<T> {
+    let mut v = AlignedVec::<T>::with_capacity(64, len);
+    let p: *mut T = v.as_mut_ptr();
+    // SAFETY: the capacity holds `len` elements, each written before the
+    // length covers it; T is Copy, so nothing needs dropping.
+    unsafe {
+        for i in 0..len {
+            p.add(i).write(value);
+        }
+        v.set_len(len);
+    }
+    v
+}
+
 /// Errors from building or packing weight matrices.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FormatError {

@@ -9,7 +9,7 @@
 //! with plain 64-byte loads instead of shuffling them in the inner loop.
 
 use crate::activations::{Activations, Q8KActivations, Q8_0Activations};
-use crate::formats::{aligned_from_iter, AlignedVec};
+use crate::formats::{aligned_filled, aligned_from_iter, AlignedVec};
 use crate::kernel::PreparedInput;
 
 /// Reorders one 256-element chunk: output vector k (64 elements) is
@@ -37,7 +37,7 @@ impl InterleavedRows {
     pub fn new(q: &[i8], stride: usize) -> Self {
         assert_eq!(stride % 256, 0, "row stride must be a multiple of 256");
         assert_eq!(q.len() % stride.max(1), 0);
-        let mut out = aligned_from_iter(std::iter::repeat_n(0i8, q.len()));
+        let mut out = aligned_filled(q.len(), 0i8);
         for (src, dst) in q.chunks_exact(256).zip(out.chunks_exact_mut(256)) {
             interleave_halves(src, dst);
         }
@@ -99,10 +99,10 @@ impl Q8kRows {
         let nb = act.blocks_per_row;
         let padded = nb.div_ceil(BLOCK_GROUP) * BLOCK_GROUP;
         let bytes = layout.block_bytes();
-        let mut q = aligned_from_iter(std::iter::repeat_n(0i8, act.batch * padded * bytes));
-        let mut d = aligned_from_iter(std::iter::repeat_n(0.0f32, act.batch * padded));
-        let mut sum = aligned_from_iter(std::iter::repeat_n(0i32, act.batch * padded));
-        let mut bsums = aligned_from_iter(std::iter::repeat_n(0i16, act.batch * padded * 16));
+        let mut q = aligned_filled(act.batch * padded * bytes, 0i8);
+        let mut d = aligned_filled(act.batch * padded, 0.0f32);
+        let mut sum = aligned_filled(act.batch * padded, 0i32);
+        let mut bsums = aligned_filled(act.batch * padded * 16, 0i16);
         for b in 0..act.batch {
             for (i, blk) in act.row(b).iter().enumerate() {
                 let at = b * padded + i;
@@ -139,9 +139,9 @@ impl Q8kRows {
     pub fn from_q8_0(act: &Q8_0Activations) -> Self {
         let nb = act.blocks_per_row;
         let padded = nb.div_ceil(BLOCK_GROUP) * BLOCK_GROUP;
-        let mut q = aligned_from_iter(std::iter::repeat_n(0i8, act.batch * padded * 32));
-        let mut d = aligned_from_iter(std::iter::repeat_n(0.0f32, act.batch * padded));
-        let mut sum = aligned_from_iter(std::iter::repeat_n(0i32, act.batch * padded));
+        let mut q = aligned_filled(act.batch * padded * 32, 0i8);
+        let mut d = aligned_filled(act.batch * padded, 0.0f32);
+        let mut sum = aligned_filled(act.batch * padded, 0i32);
         for b in 0..act.batch {
             for (i, blk) in act.row(b).iter().enumerate() {
                 let at = b * padded + i;
