@@ -49,9 +49,6 @@ impl InterleavedRows {
     }
 }
 
-/// Blocks per group in [`Q8kRows`]: kernels reduce 8 block sums at a time.
-pub const BLOCK_GROUP: usize = 8;
-
 /// How [`Q8kRows`] lays out the 256 values of each block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Q8kLayout {
@@ -78,14 +75,11 @@ impl Q8kLayout {
 
 /// Q8_K activations split into flat arrays: values in a kernel's order, and
 /// per block the f32 scale and the sum of the 256 values (which removes the
-/// +1 offset of unsigned weight codes). Rows are padded with zero blocks
-/// (scale 0, sum 0) to a multiple of [`BLOCK_GROUP`] blocks.
+/// +1 offset of unsigned weight codes).
 #[derive(Clone, Debug)]
 pub struct Q8kRows {
     pub layout: Q8kLayout,
     pub blocks_per_row: usize,
-    /// Blocks per row including the padding.
-    pub padded_blocks: usize,
     pub q: AlignedVec<i8>,
     pub d: AlignedVec<f32>,
     pub sum: AlignedVec<i32>,
@@ -97,15 +91,14 @@ pub struct Q8kRows {
 impl Q8kRows {
     pub fn new(act: &Q8KActivations, layout: Q8kLayout) -> Self {
         let nb = act.blocks_per_row;
-        let padded = nb.div_ceil(BLOCK_GROUP) * BLOCK_GROUP;
         let bytes = layout.block_bytes();
-        let mut q = aligned_filled(act.batch * padded * bytes, 0i8);
-        let mut d = aligned_filled(act.batch * padded, 0.0f32);
-        let mut sum = aligned_filled(act.batch * padded, 0i32);
-        let mut bsums = aligned_filled(act.batch * padded * 16, 0i16);
+        let mut q = aligned_filled(act.batch * nb * bytes, 0i8);
+        let mut d = aligned_filled(act.batch * nb, 0.0f32);
+        let mut sum = aligned_filled(act.batch * nb, 0i32);
+        let mut bsums = aligned_filled(act.batch * nb * 16, 0i16);
         for b in 0..act.batch {
             for (i, blk) in act.row(b).iter().enumerate() {
-                let at = b * padded + i;
+                let at = b * nb + i;
                 bsums[at * 16..(at + 1) * 16].copy_from_slice(&blk.bsums);
                 let dst = &mut q[at * bytes..(at + 1) * bytes];
                 match layout {
@@ -127,7 +120,6 @@ impl Q8kRows {
         Q8kRows {
             layout,
             blocks_per_row: nb,
-            padded_blocks: padded,
             q,
             d,
             sum,
@@ -138,13 +130,12 @@ impl Q8kRows {
     /// The same split for Q8_0 activations (32 values and an f16 scale per block).
     pub fn from_q8_0(act: &Q8_0Activations) -> Self {
         let nb = act.blocks_per_row;
-        let padded = nb.div_ceil(BLOCK_GROUP) * BLOCK_GROUP;
-        let mut q = aligned_filled(act.batch * padded * 32, 0i8);
-        let mut d = aligned_filled(act.batch * padded, 0.0f32);
-        let mut sum = aligned_filled(act.batch * padded, 0i32);
+        let mut q = aligned_filled(act.batch * nb * 32, 0i8);
+        let mut d = aligned_filled(act.batch * nb, 0.0f32);
+        let mut sum = aligned_filled(act.batch * nb, 0i32);
         for b in 0..act.batch {
             for (i, blk) in act.row(b).iter().enumerate() {
-                let at = b * padded + i;
+                let at = b * nb + i;
                 q[at * 32..(at + 1) * 32].copy_from_slice(&blk.qs);
                 d[at] = blk.d.to_f32();
                 sum[at] = blk.qs.iter().map(|&v| v as i32).sum();
@@ -153,7 +144,6 @@ impl Q8kRows {
         Q8kRows {
             layout: Q8kLayout::Q8_0,
             blocks_per_row: nb,
-            padded_blocks: padded,
             q,
             d,
             sum,
@@ -195,7 +185,7 @@ impl Q8kRows {
     /// Values of block `blk` of token `b`.
     pub fn block_ptr(&self, b: usize, blk: usize) -> *const i8 {
         let bytes = self.layout.block_bytes();
-        self.q[(b * self.padded_blocks + blk) * bytes..].as_ptr()
+        self.q[(b * self.blocks_per_row + blk) * bytes..].as_ptr()
     }
 }
 

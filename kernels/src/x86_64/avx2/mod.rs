@@ -37,24 +37,6 @@ pub(crate) fn hsum_epi32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Lane i of the result is the sum of the 8 lanes of `v[i]` (a transposing
-/// reduction: 7 horizontal adds and 2 lane permutes for 8 vectors).
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) fn hsum8_epi32(v: [__m256i; 8]) -> __m256i {
-    let h01 = _mm256_hadd_epi32(v[0], v[1]);
-    let h23 = _mm256_hadd_epi32(v[2], v[3]);
-    let h45 = _mm256_hadd_epi32(v[4], v[5]);
-    let h67 = _mm256_hadd_epi32(v[6], v[7]);
-    // Per 128-bit half: partial sums of [v0, v1, v2, v3] and [v4, .., v7].
-    let q0 = _mm256_hadd_epi32(h01, h23);
-    let q1 = _mm256_hadd_epi32(h45, h67);
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256::<0x20>(q0, q1),
-        _mm256_permute2x128_si256::<0x31>(q0, q1),
-    )
-}
-
 /// Sum of the 8 lanes of an f32 vector.
 #[inline]
 #[target_feature(enable = "avx2")]

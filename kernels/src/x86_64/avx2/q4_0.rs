@@ -47,7 +47,7 @@ impl Kernel for Q4_0 {
         let mut owned = None;
         let act = Q8kRows::prepared(x, Q8kLayout::Q8_0, &mut owned);
         assert_eq!(act.blocks_per_row, m.blocks_per_row);
-        assert!(act.q.len() >= out.batch() * act.padded_blocks * 32);
+        assert!(act.q.len() >= out.batch() * act.blocks_per_row * 32);
         assert!(out.rows().end <= m.rows);
         let rows = BlockRows {
             base: m.blocks.as_ptr() as *const u8,
@@ -68,7 +68,7 @@ impl Kernel for Q4_0 {
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        tq_matmul::<1, GEMV_ROWS>(
+        tq_matmul::<_, GEMV_ROWS>(
             rows,
             act,
             out,

@@ -61,8 +61,8 @@ impl Kernel for Q6K {
         let mut owned = None;
         let act = Q8kRows::prepared(x, LAYOUT, &mut owned);
         assert_eq!(act.blocks_per_row, m.blocks_per_row);
-        assert!(act.q.len() >= out.batch() * act.padded_blocks * LAYOUT.block_bytes());
-        assert!(act.bsums.len() >= out.batch() * act.padded_blocks * 16);
+        assert!(act.q.len() >= out.batch() * act.blocks_per_row * LAYOUT.block_bytes());
+        assert!(act.bsums.len() >= out.batch() * act.blocks_per_row * 16);
         assert!(out.rows().end <= m.rows);
         let rows = BlockRows {
             base: m.blocks.as_ptr() as *const u8,
@@ -84,7 +84,7 @@ unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
     unsafe {
         let bsums = act.bsums.as_ptr();
-        tq_matmul::<17, GEMV_ROWS>(
+        tq_matmul::<_, GEMV_ROWS>(
             rows,
             act,
             out,

@@ -57,22 +57,24 @@ pub(crate) unsafe fn block_dot<const N: usize>(codes: &[__m256i; N], a: *const i
 /// # Safety
 /// The CPU must have AVX2 and F16C (and what `unpack` and `dot` use); `w`
 /// must describe a matrix holding every row of `out`, `act` must have
-/// `w.blocks_per_row` blocks per token of `N * 32` bytes each, `unpack` must
-/// read only the block it is given and `dot` only `N * 32` activations (its
-/// third argument is the block's index into `act.d`, `act.sum`, `act.bsums`).
+/// `w.blocks_per_row` blocks per token in the layout `dot` reads, `unpack`
+/// must read only the block it is given and `dot` only that block's
+/// activations (its third argument is the block's index into `act.d`,
+/// `act.sum`, `act.bsums`). The codes `unpack` returns (`C`) are whatever
+/// `dot` takes: 256-bit vectors for AVX2, 512-bit ones for AVX-512.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-pub(crate) unsafe fn tq_matmul<const N: usize, const R: usize>(
+pub(crate) unsafe fn tq_matmul<C, const R: usize>(
     w: &BlockRows,
     act: &Q8kRows,
     out: &mut OutputTile<'_>,
-    unpack: impl Fn(*const u8) -> [__m256i; N],
-    dot: impl Fn(&[__m256i; N], *const i8, usize) -> __m256i,
+    unpack: impl Fn(*const u8) -> C,
+    dot: impl Fn(&C, *const i8, usize) -> __m256i,
     offset: i32,
 ) {
     if out.batch() == 1 {
         // SAFETY: forwarded from the caller.
-        return unsafe { tq_gemv::<N, R>(w, act, out, unpack, dot, offset) };
+        return unsafe { tq_gemv::<C, R>(w, act, out, unpack, dot, offset) };
     }
     // SAFETY: forwarded from the caller.
     unsafe { tq_gemm(w, act, out, unpack, dot, offset) }
@@ -84,12 +86,12 @@ pub(crate) unsafe fn tq_matmul<const N: usize, const R: usize>(
 /// As [`tq_matmul`], with `out.batch() == 1`.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn tq_gemv<const N: usize, const R: usize>(
+unsafe fn tq_gemv<C, const R: usize>(
     w: &BlockRows,
     act: &Q8kRows,
     out: &mut OutputTile<'_>,
-    unpack: impl Fn(*const u8) -> [__m256i; N],
-    dot: impl Fn(&[__m256i; N], *const i8, usize) -> __m256i,
+    unpack: impl Fn(*const u8) -> C,
+    dot: impl Fn(&C, *const i8, usize) -> __m256i,
     offset: i32,
 ) {
     const { assert!(R >= 1 && R <= 4, "one 4-lane reduction per block") };
@@ -157,12 +159,12 @@ const TOKENS: usize = 4;
 /// As [`tq_matmul`].
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn tq_gemm<const N: usize>(
+unsafe fn tq_gemm<C>(
     w: &BlockRows,
     act: &Q8kRows,
     out: &mut OutputTile<'_>,
-    unpack: impl Fn(*const u8) -> [__m256i; N],
-    dot: impl Fn(&[__m256i; N], *const i8, usize) -> __m256i,
+    unpack: impl Fn(*const u8) -> C,
+    dot: impl Fn(&C, *const i8, usize) -> __m256i,
     offset: i32,
 ) {
     let (nb, bytes) = (w.blocks_per_row, w.block_bytes);
@@ -172,7 +174,7 @@ unsafe fn tq_gemm<const N: usize>(
     let groups = batch.div_ceil(TOKENS);
     let rows = out.rows();
     // A short last group repeats the last token; its extra sums are dropped.
-    let token_at = |t: usize| t.min(batch - 1) * act.padded_blocks;
+    let token_at = |t: usize| t.min(batch - 1) * act.blocks_per_row;
     let mut acc = vec![0.0f32; groups * TOKENS];
     for r in rows.clone() {
         acc.fill(0.0);

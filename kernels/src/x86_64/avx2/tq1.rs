@@ -54,7 +54,7 @@ impl Kernel for Tq1 {
         let mut owned = None;
         let act = Q8kRows::prepared(x, LAYOUT, &mut owned);
         assert_eq!(act.blocks_per_row, m.blocks_per_row);
-        assert!(act.q.len() >= out.batch() * act.padded_blocks * LAYOUT.block_bytes());
+        assert!(act.q.len() >= out.batch() * act.blocks_per_row * LAYOUT.block_bytes());
         assert!(out.rows().end <= m.rows);
         let rows = BlockRows {
             base: m.blocks.as_ptr() as *const u8,
@@ -74,7 +74,7 @@ impl Kernel for Tq1 {
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        tq_matmul::<10, GEMV_ROWS>(
+        tq_matmul::<_, GEMV_ROWS>(
             rows,
             act,
             out,

@@ -47,7 +47,7 @@ impl Kernel for Tq2 {
         let mut owned = None;
         let act = Q8kRows::prepared(x, LAYOUT, &mut owned);
         assert_eq!(act.blocks_per_row, m.blocks_per_row);
-        assert!(act.q.len() >= out.batch() * act.padded_blocks * LAYOUT.block_bytes());
+        assert!(act.q.len() >= out.batch() * act.blocks_per_row * LAYOUT.block_bytes());
         assert!(out.rows().end <= m.rows);
         let rows = BlockRows {
             base: m.blocks.as_ptr() as *const u8,
@@ -67,7 +67,7 @@ impl Kernel for Tq2 {
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        tq_matmul::<8, GEMV_ROWS>(
+        tq_matmul::<_, GEMV_ROWS>(
             rows,
             act,
             out,
@@ -84,7 +84,7 @@ unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
 /// `block` must point at 64 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn unpack(block: *const u8) -> [__m256i; 8] {
+pub(crate) unsafe fn unpack(block: *const u8) -> [__m256i; 8] {
     let three = _mm256_set1_epi8(3);
     // SAFETY: 64 bytes readable (caller).
     let (w0, w1) = unsafe {

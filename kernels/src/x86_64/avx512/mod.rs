@@ -8,7 +8,6 @@ pub mod i2s;
 pub mod lut;
 pub mod q4_0;
 pub mod q8_0;
-mod tq;
 pub mod tq1;
 pub mod tq2;
 
@@ -51,4 +50,29 @@ pub(crate) fn hsum4_epi32(v: [__m512i; 4]) -> __m128i {
     // Every element of lane i is row i's total; pick element 0 of each lane.
     let idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
     _mm512_castsi512_si128(_mm512_permutexvar_epi32(idx, s))
+}
+
+/// sum(code * a) of one block of the TQ kernels' `N` code vectors, as 8
+/// lanes (the form [`crate::x86_64::avx2::tq`], their driver, reduces).
+///
+/// # Safety
+/// `a` must point at `N * 64` readable activations.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn block_dot<const N: usize>(codes: &[__m512i; N], a: *const i8) -> __m256i {
+    let (mut acc0, mut acc1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+    for (k, c) in codes.iter().enumerate() {
+        // SAFETY: vector k of the block is readable (caller).
+        let av = unsafe { _mm512_loadu_si512(a.add(k * 64) as *const _) };
+        if k % 2 == 0 {
+            acc0 = _mm512_dpbusd_epi32(acc0, *c, av);
+        } else {
+            acc1 = _mm512_dpbusd_epi32(acc1, *c, av);
+        }
+    }
+    let acc = _mm512_add_epi32(acc0, acc1);
+    _mm256_add_epi32(
+        _mm512_castsi512_si256(acc),
+        _mm512_extracti64x4_epi64::<1>(acc),
+    )
 }

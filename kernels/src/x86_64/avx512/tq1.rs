@@ -8,19 +8,25 @@
 //! digits, against ~6 arithmetic instructions per digit vector (see the
 //! AVX2 kernel). The 52 packed bytes are loaded with a byte mask (nothing of
 //! the next block is read); digit vector n lines up with activations
-//! prepared by [`Q8kLayout::Tq1Digits`]. The driver ([`super::tq`]) does the rest.
+//! prepared by [`Q8kLayout::Tq1Digits`]. The AVX2 kernels' block driver
+//! ([`crate::x86_64::avx2::tq`]) does the rest, bit-identical to the scalar
+//! kernel.
 
-use super::tq::{tq_matmul, BlockRows, ROWS};
+use super::block_dot;
 use crate::activations::Activations;
 use crate::cpu::CpuFeature;
 use crate::formats::tq1::{Tq1Matrix, POW3};
 use crate::formats::Format;
 use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
+use crate::x86_64::avx2::tq::{tq_matmul, BlockRows};
 use crate::x86_64::ensure_features;
 use crate::x86_64::prep::{Q8kLayout, Q8kRows};
 use core::arch::x86_64::*;
 
 pub struct Tq1;
+
+/// Rows per GEMV pass.
+const GEMV_ROWS: usize = 4;
 
 static INFO: KernelInfo = KernelInfo {
     name: "tq1-avx512",
@@ -37,7 +43,7 @@ static INFO: KernelInfo = KernelInfo {
         CpuFeature::Avx512vnni,
         CpuFeature::Avx512vbmi,
     ],
-    row_tile: ROWS,
+    row_tile: GEMV_ROWS,
 };
 
 const LAYOUT: Q8kLayout = Q8kLayout::Tq1Digits;
@@ -75,7 +81,7 @@ impl Kernel for Tq1 {
         let mut owned = None;
         let act = Q8kRows::prepared(x, LAYOUT, &mut owned);
         assert_eq!(act.blocks_per_row, m.blocks_per_row);
-        assert!(act.q.len() >= out.batch() * act.padded_blocks * LAYOUT.block_bytes());
+        assert!(act.q.len() >= out.batch() * act.blocks_per_row * LAYOUT.block_bytes());
         assert!(out.rows().end <= m.rows);
         let rows = BlockRows {
             base: m.blocks.as_ptr() as *const u8,
@@ -100,7 +106,16 @@ unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
         core::array::from_fn(|q| unsafe { _mm512_loadu_si512(t[n][64 * q..].as_ptr() as *const _) })
     });
     // SAFETY: forwarded from the caller.
-    unsafe { tq_matmul::<5>(rows, act, out, |block| unpack(block, &tables)) }
+    unsafe {
+        tq_matmul::<_, GEMV_ROWS>(
+            rows,
+            act,
+            out,
+            |block| unpack(block, &tables),
+            |c, a, _| block_dot(c, a),
+            1,
+        )
+    }
 }
 
 /// The five digit vectors of a block (lanes 52..64 are 0).

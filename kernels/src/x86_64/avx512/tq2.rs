@@ -4,13 +4,17 @@
 //! One 64-byte load is a block's codes: byte m of chunk c holds elements
 //! 128c + m + 32k at bits 2k..2k+1, so `(w >> 2k) & 3` is a vector of 64 codes
 //! lined up with activations reordered by [`Q8kLayout::Interleaved`]. The
-//! driver ([`super::tq`]) does the rest.
+//! AVX2 kernels' block driver ([`crate::x86_64::avx2::tq`]) does the rest,
+//! bit-identical to the scalar kernel (replacing a one-row driver of 8-block
+//! groups: on Zen 4 GEMV 6912x2560 1.13x faster, batch 16-64 5-20%, batch
+//! 128 4% slower).
 
-use super::tq::{tq_matmul, BlockRows, ROWS};
+use super::block_dot;
 use crate::activations::Activations;
 use crate::formats::tq2::Tq2Matrix;
 use crate::formats::Format;
 use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
+use crate::x86_64::avx2::tq::{tq_matmul, BlockRows};
 use crate::x86_64::avx512::BASE_FEATURES;
 use crate::x86_64::ensure_features;
 use crate::x86_64::prep::{Q8kLayout, Q8kRows};
@@ -18,13 +22,16 @@ use core::arch::x86_64::*;
 
 pub struct Tq2;
 
+/// Rows per GEMV pass.
+const GEMV_ROWS: usize = 4;
+
 static INFO: KernelInfo = KernelInfo {
     name: "tq2-avx512",
     format: Format::Tq2,
     isa: Isa::Avx512,
     exact: true,
     requires: BASE_FEATURES,
-    row_tile: ROWS,
+    row_tile: GEMV_ROWS,
 };
 
 const LAYOUT: Q8kLayout = Q8kLayout::Interleaved;
@@ -44,7 +51,7 @@ impl Kernel for Tq2 {
         let mut owned = None;
         let act = Q8kRows::prepared(x, LAYOUT, &mut owned);
         assert_eq!(act.blocks_per_row, m.blocks_per_row);
-        assert!(act.q.len() >= out.batch() * act.padded_blocks * LAYOUT.block_bytes());
+        assert!(act.q.len() >= out.batch() * act.blocks_per_row * LAYOUT.block_bytes());
         assert!(out.rows().end <= m.rows);
         let rows = BlockRows {
             base: m.blocks.as_ptr() as *const u8,
@@ -64,9 +71,17 @@ impl Kernel for Tq2 {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
     // SAFETY: forwarded from the caller.
-    unsafe { tq_matmul::<4>(rows, act, out, |block| unpack(block)) }
+    unsafe {
+        tq_matmul::<_, GEMV_ROWS>(
+            rows,
+            act,
+            out,
+            |block| unpack(block),
+            |c, a, _| block_dot(c, a),
+            1,
+        )
+    }
 }
-
 /// The four code vectors of a block.
 ///
 /// # Safety
