@@ -1,5 +1,6 @@
 //! The driver shared by the AVX2 kernels of block formats with one f16 scale
-//! per block (TQ2_0, TQ1_0, Q6_K, Q8_0, Q4_0): everything but turning one
+//! per block (TQ2_0, TQ1_0, Q6_K, Q8_0, Q4_0), and by their AVX-512 kernels
+//! (whose `dot` uses 512- or 256-bit `vpdpbusd`): everything but turning one
 //! packed block into vectors of codes and multiplying them with activations.
 //!
 //! Both paths give each (row, token) the exact integer sum of each block,
@@ -12,8 +13,8 @@
 //! - GEMM ([`tq_gemm`]): per row and block, the codes are unpacked once and
 //!   multiplied with 4 tokens' activations, whose sums are reduced together.
 //!
-//! Codes are unsigned (below 3 for the ternary formats) and multiplied with
-//! `vpmaddubsw`: a pair is at most 2 * 2 * 128 = 512 in magnitude, so up to
+//! The AVX2 kernels' codes are unsigned (below 3 for the ternary formats)
+//! and multiplied with `vpmaddubsw`: a pair is at most 2 * 2 * 128 = 512 in magnitude, so up to
 //! 63 vectors add up in 16 bits before one `vpmaddwd` widens them.
 
 use super::hsum4_epi32;
