@@ -13,9 +13,12 @@
 //!   4^(3-k)). Unsigned codes are at most 128 and activations lie in
 //!   [-128, 127], so a 32-bit lane gains at most 4 * 128 * 128 = 2^16 per 256
 //!   columns: no overflow below 2^23 columns (checked). Four rows share each
-//!   activation load; 16 accumulators hide the `vpdpbusd` latency; the next
-//!   four rows are prefetched in address order while these are computed
-//!   ([`InOrderPrefetch`]; from DRAM 1.8x faster at 6912x2560 on Zen 4).
+//!   activation load; 16 accumulators hide the `vpdpbusd` latency; the rows
+//!   [`PREFETCH_TILES`] tiles ahead are prefetched into L2 in address order
+//!   while these are computed ([`InOrderPrefetch`]; from DRAM 1.8x faster at
+//!   6912x2560 on Zen 4 than the rows' own prefetch; 4 tiles into L2 a
+//!   further 1.2x over the next tile into L1: a 2.5 KB tile takes this loop
+//!   ~70 ns, less than a DRAM access).
 //! - GEMM (batch > 1): codes are shifted down to 0..2 once per row and block
 //!   pair and reused for up to 6 tokens; a 4-row x 6-token tile keeps 24
 //!   accumulators in registers.
@@ -42,6 +45,8 @@ use core::arch::x86_64::*;
 const ROWS: usize = 4;
 /// Tokens per GEMM tile.
 const TOKENS: usize = 6;
+/// How many 4-row tiles ahead the GEMV prefetches.
+const PREFETCH_TILES: usize = 4;
 /// Longest row the 32-bit lane accumulators cannot overflow on.
 const MAX_COLS: usize = 1 << 22;
 
@@ -124,8 +129,8 @@ unsafe fn compute_avx512(
         let mut r = rows.start;
         while r + ROWS <= rows.end {
             let w = [row_ptr(r), row_ptr(r + 1), row_ptr(r + 2), row_ptr(r + 3)];
-            // Prefetch the next tile's rows only where they exist.
-            let prefetch = r + 2 * ROWS <= m.packed.rows;
+            // Prefetch only rows that exist.
+            let prefetch = r + (PREFETCH_TILES + 1) * ROWS <= m.packed.rows;
             // SAFETY: 4 rows inside the matrix; `a` covers them (caller).
             let acc = unsafe { gemv_rows::<ROWS>(w, a, nblocks, prefetch) };
             let v = _mm_mul_ps(
@@ -191,7 +196,8 @@ unsafe fn load_pair(w: *const u8, p: usize, nblocks: usize) -> __m512i {
 
 /// The dot products sum(code * a) of `R` rows with one activation row, as
 /// vectors whose lanes sum to them (shift-free masking, see the module docs).
-/// With `prefetch`, the next `R` rows are prefetched in address order.
+/// With `prefetch`, the `R` rows [`PREFETCH_TILES`] tiles on are prefetched
+/// in address order.
 ///
 /// # Safety
 /// Each `w[i]` must point at a row of `nblocks` blocks and `a` at
@@ -205,8 +211,9 @@ unsafe fn gemv_rows<const R: usize>(
     prefetch: bool,
 ) -> [__m512i; R] {
     let masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| _mm512_set1_epi8(m as i8));
-    // The rows are contiguous: the next tile starts R rows on.
-    let mut next = prefetch.then(|| InOrderPrefetch::new(w[0].wrapping_add(R * nblocks * 32)));
+    // The rows are contiguous: tiles lie R rows apart.
+    let ahead = PREFETCH_TILES * R * nblocks * 32;
+    let mut next = prefetch.then(|| InOrderPrefetch::new(w[0].wrapping_add(ahead)));
     let mut acc = [[_mm512_setzero_si512(); 4]; R];
     for p in 0..nblocks.div_ceil(2) {
         // SAFETY: activation vectors 4p..4p+4 lie inside the row (caller).
@@ -214,7 +221,7 @@ unsafe fn gemv_rows<const R: usize>(
             _mm512_loadu_si512(a.add(256 * p + 64 * k) as *const _)
         });
         if let Some(pf) = next.as_mut() {
-            pf.upto::<_MM_HINT_T0>((p + 1) * R * 64);
+            pf.upto::<_MM_HINT_T1>((p + 1) * R * 64);
         }
         for i in 0..R {
             // SAFETY: 2p < nblocks.
