@@ -84,7 +84,7 @@ unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
 /// `block` must point at 64 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-pub(crate) unsafe fn unpack(block: *const u8) -> [__m256i; 8] {
+unsafe fn unpack(block: *const u8) -> [__m256i; 8] {
     let three = _mm256_set1_epi8(3);
     // SAFETY: 64 bytes readable (caller).
     let (w0, w1) = unsafe {
