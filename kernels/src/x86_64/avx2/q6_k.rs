@@ -23,7 +23,7 @@
 use super::tq::{tq_matmul, BlockRows};
 use crate::activations::Activations;
 use crate::cpu::CpuFeature;
-use crate::formats::q6_k::{Q6KMatrix, BLOCK_BYTES};
+use crate::formats::q6_k::Q6KMatrix;
 use crate::formats::Format;
 use crate::kernel::{Isa, Kernel, KernelInfo, OutputTile, PreparedInput, PreparedWeights};
 use crate::x86_64::ensure_features;
@@ -57,20 +57,11 @@ impl Kernel for Q6K {
 
     fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
         ensure_features(&INFO);
-        let m = w.expect::<Q6KMatrix>();
         let mut owned = None;
-        let act = Q8kRows::prepared(x, LAYOUT, &mut owned);
-        assert_eq!(act.blocks_per_row, m.blocks_per_row);
-        assert!(act.q.len() >= out.batch() * act.blocks_per_row * LAYOUT.block_bytes());
+        let (rows, act) =
+            BlockRows::checked(w.expect::<Q6KMatrix>(), 208, x, LAYOUT, &mut owned, out);
         assert!(act.bsums.len() >= out.batch() * act.blocks_per_row * 16);
-        assert!(out.rows().end <= m.rows);
-        let rows = BlockRows {
-            base: m.blocks.as_ptr() as *const u8,
-            block_bytes: BLOCK_BYTES,
-            d_offset: 208,
-            blocks_per_row: m.blocks_per_row,
-        };
-        // SAFETY: ensure_features checked AVX2 and F16C; the asserts bound the
+        // SAFETY: ensure_features checked AVX2 and F16C; the checks above bound the
         // weight and activation reads; `unpack` reads the 210 bytes of its
         // block and `dot` 256 activations.
         unsafe { run(&rows, act, out) }

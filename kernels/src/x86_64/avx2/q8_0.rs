@@ -43,20 +43,17 @@ impl Kernel for Q8_0 {
 
     fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
         ensure_features(&INFO);
-        let m = w.expect::<Q8_0Matrix>();
         let mut owned = None;
-        let act = Q8kRows::prepared(x, Q8kLayout::Q8_0, &mut owned);
-        assert_eq!(act.blocks_per_row, m.blocks_per_row);
-        assert!(act.q.len() >= out.batch() * act.blocks_per_row * 32);
-        assert!(out.rows().end <= m.rows);
-        let rows = BlockRows {
-            base: m.blocks.as_ptr() as *const u8,
-            block_bytes: 34,
-            d_offset: 0,
-            blocks_per_row: m.blocks_per_row,
-        };
+        let (rows, act) = BlockRows::checked(
+            w.expect::<Q8_0Matrix>(),
+            0,
+            x,
+            Q8kLayout::Q8_0,
+            &mut owned,
+            out,
+        );
         // SAFETY: ensure_features checked every feature enabled below; the
-        // asserts bound the weight and activation reads; `unpack` reads the
+        // checks above bound the weight and activation reads; `unpack` reads the
         // block it is given and `dot` 32 activations.
         unsafe { run(&rows, act, out) }
     }

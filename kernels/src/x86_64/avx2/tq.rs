@@ -18,8 +18,9 @@
 //! 63 vectors add up in 16 bits before one `vpmaddwd` widens them.
 
 use super::hsum4_epi32;
-use crate::kernel::OutputTile;
-use crate::x86_64::prep::Q8kRows;
+use crate::formats::{BlockMatrix, PackedBlock};
+use crate::kernel::{OutputTile, PreparedInput};
+use crate::x86_64::prep::{Q8kLayout, Q8kRows};
 use crate::x86_64::InOrderPrefetch;
 use core::arch::x86_64::*;
 
@@ -30,6 +31,34 @@ pub(crate) struct BlockRows {
     /// Offset of the f16 scale inside a block.
     pub d_offset: usize,
     pub blocks_per_row: usize,
+}
+
+impl BlockRows {
+    /// The rows of `m` (f16 scale at `d_offset` in each block) and the
+    /// input's Q8_K rows in `layout` (derived here if another kernel prepared
+    /// `x`), checked against each other and `out`: every read [`tq_matmul`]
+    /// makes of the matrix and of the activation values lies inside them.
+    pub(crate) fn checked<'a, B: PackedBlock>(
+        m: &BlockMatrix<B>,
+        d_offset: usize,
+        x: &'a PreparedInput,
+        layout: Q8kLayout,
+        owned: &'a mut Option<Q8kRows>,
+        out: &OutputTile<'_>,
+    ) -> (BlockRows, &'a Q8kRows) {
+        let act = Q8kRows::prepared(x, layout, owned);
+        assert_eq!(act.blocks_per_row, m.blocks_per_row);
+        assert!(act.q.len() >= out.batch() * act.blocks_per_row * layout.block_bytes());
+        assert!(out.rows().end <= m.rows);
+        assert!(d_offset + 2 <= B::BYTES);
+        let rows = BlockRows {
+            base: m.blocks.as_ptr() as *const u8,
+            block_bytes: B::BYTES,
+            d_offset,
+            blocks_per_row: m.blocks_per_row,
+        };
+        (rows, act)
+    }
 }
 
 /// sum(code * a) of one block as 8 lanes, for unsigned codes below 3.

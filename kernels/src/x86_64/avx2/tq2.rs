@@ -43,19 +43,10 @@ impl Kernel for Tq2 {
 
     fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
         ensure_features(&INFO);
-        let m = w.expect::<Tq2Matrix>();
         let mut owned = None;
-        let act = Q8kRows::prepared(x, LAYOUT, &mut owned);
-        assert_eq!(act.blocks_per_row, m.blocks_per_row);
-        assert!(act.q.len() >= out.batch() * act.blocks_per_row * LAYOUT.block_bytes());
-        assert!(out.rows().end <= m.rows);
-        let rows = BlockRows {
-            base: m.blocks.as_ptr() as *const u8,
-            block_bytes: 66,
-            d_offset: 64,
-            blocks_per_row: m.blocks_per_row,
-        };
-        // SAFETY: ensure_features checked AVX2 and F16C; the asserts bound the
+        let (rows, act) =
+            BlockRows::checked(w.expect::<Tq2Matrix>(), 64, x, LAYOUT, &mut owned, out);
+        // SAFETY: ensure_features checked AVX2 and F16C; the checks above bound the
         // weight and activation reads; `unpack` reads the 64 code bytes of its block.
         unsafe { run(&rows, act, out) }
     }

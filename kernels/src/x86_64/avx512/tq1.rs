@@ -77,20 +77,11 @@ impl Kernel for Tq1 {
 
     fn compute(&self, w: &PreparedWeights, x: &PreparedInput, out: &mut OutputTile<'_>) {
         ensure_features(&INFO);
-        let m = w.expect::<Tq1Matrix>();
         let mut owned = None;
-        let act = Q8kRows::prepared(x, LAYOUT, &mut owned);
-        assert_eq!(act.blocks_per_row, m.blocks_per_row);
-        assert!(act.q.len() >= out.batch() * act.blocks_per_row * LAYOUT.block_bytes());
-        assert!(out.rows().end <= m.rows);
-        let rows = BlockRows {
-            base: m.blocks.as_ptr() as *const u8,
-            block_bytes: 54,
-            d_offset: 52,
-            blocks_per_row: m.blocks_per_row,
-        };
+        let (rows, act) =
+            BlockRows::checked(w.expect::<Tq1Matrix>(), 52, x, LAYOUT, &mut owned, out);
         // SAFETY: ensure_features checked every feature enabled below; the
-        // asserts bound the weight and activation reads; `unpack` reads the
+        // checks above bound the weight and activation reads; `unpack` reads the
         // 52 digit bytes of the block it is given.
         unsafe { run(&rows, act, out) }
     }
