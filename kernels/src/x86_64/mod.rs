@@ -39,6 +39,7 @@ pub static KERNELS: &[&dyn Kernel] = &[
     &avx2::q4_0::Q4_0,
     &avx512::q4_0::Q4_0,
     &avx2::q6_k::Q6K,
+    &avx512::q6_k::Q6K,
     &avx2::lut::TL1,
     &avx512::lut::TL1,
     &avx2::lut::TL2,

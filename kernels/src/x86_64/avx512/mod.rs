@@ -7,6 +7,7 @@ pub mod f16;
 pub mod i2s;
 pub mod lut;
 pub mod q4_0;
+pub mod q6_k;
 pub mod q8_0;
 pub mod tq1;
 pub mod tq2;
