@@ -46,10 +46,15 @@ pub fn absmean_ternarize(w: &[f32]) -> (Vec<i8>, f32) {
     (values, beta)
 }
 
+crate::avx2_where_available! {
 /// Per-token int8 absmax quantization (BitNet b1.58): s = 127 / max(|x|, 1e-5),
 /// q = clamp(round(x * s), -128, 127). Writes `q` (same length as `x`) and
 /// returns s; the real value of q is q / s.
-pub fn quantize_token_q8(x: &[f32], q: &mut [i8]) -> f32 {
+pub fn quantize_token_q8(x: &[f32], q: &mut [i8]) -> f32 = token_q8;
+}
+
+#[inline(always)]
+fn token_q8(x: &[f32], q: &mut [i8]) -> f32 {
     debug_assert_eq!(x.len(), q.len());
     let amax = abs_max(x);
     let s = 127.0 / amax.max(SCALE_EPS);
@@ -60,6 +65,7 @@ pub fn quantize_token_q8(x: &[f32], q: &mut [i8]) -> f32 {
 /// max |x| (0 for an empty slice; NaN is ignored, as by `f32::max`), in 8
 /// lanes so that the compiler vectorizes it: the maximum does not depend on
 /// the order, and one chain of `maxss` cost more than the rounding after it.
+#[inline(always)]
 fn abs_max(x: &[f32]) -> f32 {
     const LANES: usize = 8;
     let mut lanes = [0.0f32; LANES];
@@ -80,6 +86,7 @@ fn abs_max(x: &[f32]) -> f32 {
 /// |x * s| is at most 127 for finite x): the rounding needs no range check
 /// and the loop vectorizes. x * s is NaN only for a NaN or infinite x (then s
 /// is 0), which `round_even` maps to 0, as here.
+#[inline(always)]
 fn scale_round(x: &[f32], s: f32, q: &mut [i8], lo: i32) {
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23, as in round_even
     debug_assert!(s.is_finite());
@@ -94,11 +101,16 @@ fn scale_round(x: &[f32], s: f32, q: &mut [i8], lo: i32) {
     }
 }
 
+crate::avx2_where_available! {
 /// Symmetric absmax block quantization to `[-127, 127]` (Q8_0, Q8_K), in
 /// llama.cpp's order of operations: d = amax / 127, q = round(x * (1 / d)).
 /// Returns d (0 for an all-zero block). Missing elements (`x` shorter than
 /// `q`) are zero.
-pub fn quantize_block_absmax_q8(x: &[f32], q: &mut [i8]) -> f32 {
+pub fn quantize_block_absmax_q8(x: &[f32], q: &mut [i8]) -> f32 = block_absmax_q8;
+}
+
+#[inline(always)]
+fn block_absmax_q8(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = abs_max(x);
     q.fill(0);
     if amax == 0.0 {
@@ -250,8 +262,15 @@ mod tests {
                 },
                 "token {x:?}"
             );
+            // The baseline (SSE2) build of the same loops, which CPUs without
+            // AVX2 run, gives the same bits.
+            let mut narrow = vec![0i8; x.len()];
+            assert_eq!(token_q8(x, &mut narrow).to_bits(), s.to_bits());
+            assert_eq!(narrow, q, "token {x:?} (baseline build)");
             let d = quantize_block_absmax_q8(x, &mut q);
             let (pq, pd) = plain_block(x);
+            assert_eq!(block_absmax_q8(x, &mut narrow).to_bits(), d.to_bits());
+            assert_eq!(narrow, q, "block {x:?} (baseline build)");
             assert_eq!((q, d.to_bits()), (pq, pd.to_bits()), "block {x:?}");
         }
     }

@@ -335,6 +335,11 @@ impl Model {
                 self.embed_row(t as usize, row);
             }
         });
+        let angles: Vec<_> = bd.time(ROPE, || {
+            (0..n)
+                .map(|t| ops::rope_angles(pos0 + t, &self.inv_freq))
+                .collect()
+        });
         let mut h = vec![0.0f32; n * hidden];
         let mut q = vec![0.0f32; n * q_dim];
         let mut k = vec![0.0f32; n * kv_dim];
@@ -362,19 +367,9 @@ impl Model {
                 Ok(())
             })?;
             bd.time(ROPE, || {
-                for t in 0..n {
-                    ops::rope(
-                        &mut q[t * q_dim..(t + 1) * q_dim],
-                        c.head_dim,
-                        pos0 + t,
-                        &self.inv_freq,
-                    );
-                    ops::rope(
-                        &mut k[t * kv_dim..(t + 1) * kv_dim],
-                        c.head_dim,
-                        pos0 + t,
-                        &self.inv_freq,
-                    );
+                for (t, angles) in angles.iter().enumerate() {
+                    ops::rope(&mut q[t * q_dim..(t + 1) * q_dim], c.head_dim, angles);
+                    ops::rope(&mut k[t * kv_dim..(t + 1) * kv_dim], c.head_dim, angles);
                 }
             });
             bd.time(ATTENTION, || {
@@ -388,10 +383,20 @@ impl Model {
                 }
                 let cache = &session.cache;
                 let q = &q;
-                ops::par_rows(exec, &mut attn, c.head_dim, &|i, out| {
-                    let (t, head) = (i / c.heads, i % c.heads);
-                    let qh = &q[t * q_dim + head * c.head_dim..t * q_dim + (head + 1) * c.head_dim];
-                    ops::attend_head(cache, layer, shape, head, pos0 + t, qh, out);
+                // One task per token and KV head: its query heads share the keys and values.
+                let group = c.head_dim * c.heads / c.kv_heads;
+                ops::par_rows(exec, &mut attn, group, &|i, out| {
+                    let (t, kv_head) = (i / c.kv_heads, i % c.kv_heads);
+                    let at = t * q_dim + kv_head * group;
+                    ops::attend_group(
+                        cache,
+                        layer,
+                        shape,
+                        kv_head,
+                        pos0 + t,
+                        &q[at..at + group],
+                        out,
+                    );
                 });
             });
             bd.time(NORM, || {

@@ -9,8 +9,13 @@ use half::slice::HalfFloatSliceExt;
 use std::ops::Range;
 use ternbench_kernels::parallel::Executor;
 
+ternbench_kernels::avx2_where_available! {
 /// y = x / sqrt(mean(x^2) + eps) * w, in place, for one row.
-pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) = rms_norm_body;
+}
+
+#[inline(always)]
+fn rms_norm_body(x: &mut [f32], w: &[f32], eps: f32) {
     let mean_sq = dot(x, x) / x.len() as f32;
     let inv = 1.0 / (mean_sq + eps).sqrt();
     for (v, &g) in x.iter_mut().zip(w) {
@@ -25,17 +30,22 @@ pub fn rope_inv_freq(head_dim: usize, theta: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Rotates each head of `x` (heads x head_dim) for position `pos`: dimension i
-/// is paired with i + head_dim/2 (HF's rotate_half), not with its neighbour.
-pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
-    let half = head_dim / 2;
-    // The same angles for every head: one sin_cos each, not one per head.
-    let turns: Vec<(f32, f32)> = inv_freq[..half]
+/// The (sin, cos) of each RoPE angle at position `pos`: the same for every
+/// head and layer, so computed once per token.
+pub fn rope_angles(pos: usize, inv_freq: &[f32]) -> Vec<(f32, f32)> {
+    inv_freq
         .iter()
         .map(|&f| (pos as f32 * f).sin_cos())
-        .collect();
+        .collect()
+}
+
+/// Rotates each head of `x` (heads x head_dim) by the angles of one position
+/// ([`rope_angles`]): dimension i is paired with i + head_dim/2 (HF's
+/// rotate_half), not with its neighbour.
+pub fn rope(x: &mut [f32], head_dim: usize, angles: &[(f32, f32)]) {
+    let half = head_dim / 2;
     for head in x.chunks_exact_mut(head_dim) {
-        for (i, &(sin, cos)) in turns.iter().enumerate() {
+        for (i, &(sin, cos)) in angles[..half].iter().enumerate() {
             let (a, b) = (head[i], head[i + half]);
             head[i] = a * cos - b * sin;
             head[i + half] = b * cos + a * sin;
@@ -85,7 +95,7 @@ impl KvStore {
     }
 
     /// Values at..at+len as f32: borrowed when stored in f32, else converted into `scratch`.
-    #[inline]
+    #[inline(always)]
     fn row<'a>(&'a self, at: usize, len: usize, scratch: &'a mut [f32]) -> &'a [f32] {
         match self {
             KvStore::F32(v) => &v[at..at + len],
@@ -94,6 +104,10 @@ impl KvStore {
                 &scratch[..len]
             }
         }
+    }
+
+    fn is_f32(&self) -> bool {
+        matches!(self, KvStore::F32(_))
     }
 
     fn bytes(&self) -> usize {
@@ -155,43 +169,72 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
-/// Causal attention of one query head at position `pos` over positions
-/// 0..=pos of `layer`'s cache: out = softmax(q k^T / sqrt(d)) v.
-pub fn attend_head(
+ternbench_kernels::avx2_where_available! {
+/// Causal attention of the query heads that share KV head `kv_head` (the
+/// `heads / kv_heads` rows of `q`, head_dim values each) at position `pos`
+/// over positions 0..=pos of `layer`'s cache: per head,
+/// out = softmax(q k^T / sqrt(d)) v. Each cached key and value is read (and
+/// converted from f16) once for the whole group; each head's result is the
+/// same as computed alone.
+pub fn attend_group(
     cache: &KvCache,
     layer: usize,
     shape: AttentionShape,
-    head: usize,
+    kv_head: usize,
+    pos: usize,
+    q: &[f32],
+    out: &mut [f32],
+) = attend_group_body;
+}
+
+#[inline(always)]
+fn attend_group_body(
+    cache: &KvCache,
+    layer: usize,
+    shape: AttentionShape,
+    kv_head: usize,
     pos: usize,
     q: &[f32],
     out: &mut [f32],
 ) {
     let d = shape.head_dim;
-    let kv_head = head / (shape.heads / shape.kv_heads);
+    let group = shape.heads / shape.kv_heads;
+    assert!(q.len() == group * d && out.len() == group * d);
     let keys = &cache.keys[layer];
     let values = &cache.values[layer];
     let scale = 1.0 / (d as f32).sqrt();
-    let mut scratch = vec![0.0f32; d];
-    let mut scores: Vec<f32> = (0..=pos)
-        .map(|p| dot(q, keys.row(p * cache.kv_dim + kv_head * d, d, &mut scratch)) * scale)
-        .collect();
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
+    let mut scratch = vec![0.0f32; if keys.is_f32() { 0 } else { d }];
+    let n = pos + 1;
+    // scores[h * n + p]: head h, position p.
+    let mut scores = vec![0.0f32; group * n];
+    for p in 0..n {
+        let k = keys.row(p * cache.kv_dim + kv_head * d, d, &mut scratch);
+        for (h, qh) in q.chunks_exact(d).enumerate() {
+            scores[h * n + p] = dot(qh, k) * scale;
+        }
+    }
+    let mut sums = vec![0.0f32; group];
+    for (s, sum) in scores.chunks_exact_mut(n).zip(sums.iter_mut()) {
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for s in s.iter_mut() {
+            *s = (*s - max).exp();
+            *sum += *s;
+        }
     }
     out.fill(0.0);
-    for (p, &s) in scores.iter().enumerate() {
-        let w = s / sum;
+    for p in 0..n {
         let v = values.row(p * cache.kv_dim + kv_head * d, d, &mut scratch);
-        for (o, &vi) in out.iter_mut().zip(v) {
-            *o += w * vi;
+        for (h, oh) in out.chunks_exact_mut(d).enumerate() {
+            let w = scores[h * n + p] / sums[h];
+            for (o, &vi) in oh.iter_mut().zip(v) {
+                *o += w * vi;
+            }
         }
     }
 }
 
 /// sum(a * b) in 8 interleaved partial sums (which the compiler vectorizes).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
     let mut acc = [0.0f32; LANES];
@@ -279,6 +322,18 @@ mod tests {
         // rms = sqrt((9 + 16) / 2) = 3.5355
         assert!((x[0] - 3.0 / 3.535_534).abs() < 1e-6);
         assert!((x[1] - 2.0 * 4.0 / 3.535_534).abs() < 1e-6);
+        // A long row: the baseline (SSE2) build gives the same bits.
+        let row: Vec<f32> = (0..2563)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let w: Vec<f32> = (0..2563).map(|i| 0.5 + (i % 13) as f32 / 8.0).collect();
+        let (mut wide, mut narrow) = (row.clone(), row);
+        rms_norm(&mut wide, &w, 1e-5);
+        rms_norm_body(&mut narrow, &w, 1e-5);
+        assert!(narrow
+            .iter()
+            .zip(&wide)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     #[test]
@@ -286,17 +341,17 @@ mod tests {
         let inv = rope_inv_freq(4, 10000.0);
         assert_eq!(inv[0], 1.0);
         let mut x = vec![1.0, 0.0, 0.0, 0.0];
-        rope(&mut x, 4, 1, &inv);
+        rope(&mut x, 4, &rope_angles(1, &inv));
         // Dimension 0 pairs with dimension 2: (cos 1, 0, sin 1, 0).
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
         assert_eq!(x[1], 0.0);
         let mut y = vec![0.3, -1.2, 0.7, 2.0];
         let n0: f32 = y.iter().map(|v| v * v).sum();
-        rope(&mut y, 4, 17, &inv);
+        rope(&mut y, 4, &rope_angles(17, &inv));
         let n1: f32 = y.iter().map(|v| v * v).sum();
         assert!((n0 - n1).abs() < 1e-5);
         let mut z = vec![0.3, -1.2, 0.7, 2.0];
-        rope(&mut z, 4, 0, &inv);
+        rope(&mut z, 4, &rope_angles(0, &inv));
         assert_eq!(z, vec![0.3, -1.2, 0.7, 2.0]);
     }
 
@@ -321,19 +376,19 @@ mod tests {
         for half in [false, true] {
             let mut cache = KvCache::new(1, 4, 2, half);
             cache.store(0, 0, &[1.0, 0.0], &[0.5, -2.0]);
-            let mut out = vec![0.0; 2];
-            attend_head(&cache, 0, shape, 1, 0, &[3.0, 1.0], &mut out);
-            assert_eq!(out, vec![0.5, -2.0]);
+            let mut out = vec![0.0; 4];
+            attend_group(&cache, 0, shape, 0, 0, &[3.0, 1.0, -1.0, 2.0], &mut out);
+            assert_eq!(out, vec![0.5, -2.0, 0.5, -2.0]);
             // Two equal keys average their values.
             cache.store(0, 1, &[1.0, 0.0], &[1.5, 0.0]);
-            attend_head(&cache, 0, shape, 0, 1, &[3.0, 1.0], &mut out);
-            assert_eq!(out, vec![1.0, -1.0]);
+            attend_group(&cache, 0, shape, 0, 1, &[3.0, 1.0, -1.0, 2.0], &mut out);
+            assert_eq!(out, vec![1.0, -1.0, 1.0, -1.0]);
         }
     }
 
     /// Against an f64 softmax attention, over head dims with and without a
     /// tail past the 8 partial sums, for both KV cache types (keys and
-    /// values that f16 holds exactly), with GQA (head 3 reads kv head 1).
+    /// values that f16 holds exactly), with GQA (heads 2 and 3 read kv head 1).
     #[test]
     fn attention_matches_a_direct_f64_computation() {
         for head_dim in [8, 13, 128] {
@@ -348,25 +403,31 @@ mod tests {
             let val = |i: usize| ((i * 37 % 127) as f32 - 63.0) / 16.0;
             let keys: Vec<f32> = (0..positions * kv_dim).map(val).collect();
             let values: Vec<f32> = (0..positions * kv_dim).map(|i| val(i + 11)).collect();
-            let q: Vec<f32> = (0..head_dim).map(|i| val(i + 5) / 8.0).collect();
+            let q: Vec<f32> = (0..2 * head_dim).map(|i| val(i + 5) / 8.0).collect();
             let pos = positions - 1;
             let row =
                 |data: &[f32], p: usize| data[p * kv_dim + head_dim..(p + 1) * kv_dim].to_vec();
-            let scores: Vec<f64> = (0..=pos)
-                .map(|p| {
-                    let k = row(&keys, p);
-                    let dot: f64 = q.iter().zip(&k).map(|(&a, &b)| a as f64 * b as f64).sum();
-                    dot / (head_dim as f64).sqrt()
-                })
-                .collect();
-            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-            let total: f64 = weights.iter().sum();
-            let want: Vec<f64> = (0..head_dim)
-                .map(|i| {
-                    (0..=pos)
-                        .map(|p| weights[p] / total * row(&values, p)[i] as f64)
-                        .sum()
+            let want: Vec<f64> = q
+                .chunks_exact(head_dim)
+                .flat_map(|q| {
+                    let scores: Vec<f64> = (0..=pos)
+                        .map(|p| {
+                            let k = row(&keys, p);
+                            let dot: f64 =
+                                q.iter().zip(&k).map(|(&a, &b)| a as f64 * b as f64).sum();
+                            dot / (head_dim as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let total: f64 = weights.iter().sum();
+                    (0..head_dim)
+                        .map(|i| {
+                            (0..=pos)
+                                .map(|p| weights[p] / total * row(&values, p)[i] as f64)
+                                .sum::<f64>()
+                        })
+                        .collect::<Vec<f64>>()
                 })
                 .collect();
             for half in [false, true] {
@@ -375,8 +436,16 @@ mod tests {
                     let span = p * kv_dim..(p + 1) * kv_dim;
                     cache.store(0, p, &keys[span.clone()], &values[span]);
                 }
-                let mut out = vec![0.0; head_dim];
-                attend_head(&cache, 0, shape, 3, pos, &q, &mut out);
+                let mut out = vec![0.0; 2 * head_dim];
+                attend_group(&cache, 0, shape, 1, pos, &q, &mut out);
+                // The baseline (SSE2) build, which CPUs without AVX2 run,
+                // gives the same bits.
+                let mut narrow = vec![0.0; 2 * head_dim];
+                attend_group_body(&cache, 0, shape, 1, pos, &q, &mut narrow);
+                assert!(narrow
+                    .iter()
+                    .zip(&out)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
                 for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
                     assert!(
                         (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),

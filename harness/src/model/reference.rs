@@ -113,17 +113,19 @@ impl ReferenceModel {
             let mut q = linear(&w[0], &h);
             let mut k = linear(&w[1], &h);
             let v = linear(&w[2], &h);
-            ops::rope(&mut q, c.head_dim, self.pos, &self.inv_freq);
-            ops::rope(&mut k, c.head_dim, self.pos, &self.inv_freq);
+            let angles = ops::rope_angles(self.pos, &self.inv_freq);
+            ops::rope(&mut q, c.head_dim, &angles);
+            ops::rope(&mut k, c.head_dim, &angles);
             self.cache.store(layer, self.pos, &k, &v);
             let mut attn = vec![0.0f32; q_dim];
-            for head in 0..c.heads {
-                let range = head * c.head_dim..(head + 1) * c.head_dim;
-                ops::attend_head(
+            let group = q_dim / c.kv_heads;
+            for kv_head in 0..c.kv_heads {
+                let range = kv_head * group..(kv_head + 1) * group;
+                ops::attend_group(
                     &self.cache,
                     layer,
                     shape,
-                    head,
+                    kv_head,
                     self.pos,
                     &q[range.clone()],
                     &mut attn[range],
