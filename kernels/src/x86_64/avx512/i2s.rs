@@ -19,9 +19,10 @@
 //!   6912x2560 on Zen 4 than the rows' own prefetch; 4 tiles into L2 a
 //!   further 1.2x over the next tile into L1: a 2.5 KB tile takes this loop
 //!   ~70 ns, less than a DRAM access).
-//! - GEMM (batch > 1): codes are shifted down to 0..2 once per row and block
-//!   pair and reused for up to 6 tokens; a 4-row x 6-token tile keeps 24
-//!   accumulators in registers.
+//! - GEMM (batch > 1): the codes of 4 rows are shifted down to 0..2 once
+//!   into a buffer (a byte per weight, in L1 or L2) and read back for every
+//!   group of 6 tokens; a 4-row x 6-token tile keeps 24 accumulators in
+//!   registers.
 //!
 //! Measured on Zen 5 (min of interleaved runs, 640x2560 in L2): this
 //! AND + `vpdpbusd` loop runs at ~82% of the same loop without the ANDs; the
@@ -150,24 +151,49 @@ unsafe fn compute_avx512(
         }
         return;
     }
+    // Codes of one tile, unpacked once for all its token groups.
+    let mut codes = vec![_mm512_setzero_si512(); 4 * ROWS * nblocks.div_ceil(2)];
     let mut r = rows.start;
     while r < rows.end {
         let n = (rows.end - r).min(ROWS);
+        // SAFETY: rows r..r+n exist (loop bounds); `codes` holds 4 vectors
+        // per block pair and row of a tile.
+        unsafe {
+            match n {
+                4 => unpack_rows::<4>(
+                    core::array::from_fn(|i| row_ptr(r + i)),
+                    nblocks,
+                    &mut codes,
+                ),
+                3 => unpack_rows::<3>(
+                    core::array::from_fn(|i| row_ptr(r + i)),
+                    nblocks,
+                    &mut codes,
+                ),
+                2 => unpack_rows::<2>(
+                    core::array::from_fn(|i| row_ptr(r + i)),
+                    nblocks,
+                    &mut codes,
+                ),
+                _ => unpack_rows::<1>([row_ptr(r)], nblocks, &mut codes),
+            }
+        }
         let mut t = 0;
         while t < out.batch() {
             let nt = (out.batch() - t).min(TOKENS);
-            // SAFETY: rows r..r+n and tokens t..t+nt exist (loop bounds).
+            // SAFETY: rows r..r+n and tokens t..t+nt exist (loop bounds) and
+            // `codes` holds rows r..r+n.
             unsafe {
                 match (n, nt) {
-                    (4, 6) => gemm_tile::<4, 6>(m, act, inter, out, r, t),
-                    (4, 5) => gemm_tile::<4, 5>(m, act, inter, out, r, t),
-                    (4, 4) => gemm_tile::<4, 4>(m, act, inter, out, r, t),
-                    (4, 3) => gemm_tile::<4, 3>(m, act, inter, out, r, t),
-                    (4, 2) => gemm_tile::<4, 2>(m, act, inter, out, r, t),
-                    (4, _) => gemm_tile::<4, 1>(m, act, inter, out, r, t),
-                    (3, _) => gemm_tile::<3, 1>(m, act, inter, out, r, t),
-                    (2, _) => gemm_tile::<2, 1>(m, act, inter, out, r, t),
-                    _ => gemm_tile::<1, 1>(m, act, inter, out, r, t),
+                    (4, 6) => gemm_tile::<4, 6>(&codes, m, act, inter, out, r, t),
+                    (4, 5) => gemm_tile::<4, 5>(&codes, m, act, inter, out, r, t),
+                    (4, 4) => gemm_tile::<4, 4>(&codes, m, act, inter, out, r, t),
+                    (4, 3) => gemm_tile::<4, 3>(&codes, m, act, inter, out, r, t),
+                    (4, 2) => gemm_tile::<4, 2>(&codes, m, act, inter, out, r, t),
+                    (4, _) => gemm_tile::<4, 1>(&codes, m, act, inter, out, r, t),
+                    (3, _) => gemm_tile::<3, 1>(&codes, m, act, inter, out, r, t),
+                    (2, _) => gemm_tile::<2, 1>(&codes, m, act, inter, out, r, t),
+                    _ => gemm_tile::<1, 1>(&codes, m, act, inter, out, r, t),
                 }
             }
             t += if n == ROWS { nt } else { 1 };
@@ -242,7 +268,7 @@ unsafe fn gemv_rows<const R: usize>(
 /// Codes (0..2) of group `k` (elements 32k..32k+32 of each block) of a pair.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn codes(wv: __m512i, k: usize) -> __m512i {
+fn codes_of(wv: __m512i, k: usize) -> __m512i {
     let three = _mm512_set1_epi8(3);
     let shifted = match k {
         0 => _mm512_srli_epi16::<6>(wv),
@@ -253,14 +279,41 @@ fn codes(wv: __m512i, k: usize) -> __m512i {
     _mm512_and_si512(shifted, three)
 }
 
-/// y for rows r..r+R and tokens t..t+T: each code vector is unpacked once and
-/// multiplied with T activation vectors.
+/// The codes (0..2) of `R` rows, vector k of block pair p of row i at
+/// `codes[(4p + k) R + i]`, in the order [`gemm_tile`] reads them.
 ///
 /// # Safety
-/// Rows r..r+R and tokens t..t+T must exist and `inter` rows must cover the
-/// weight rows (see [`compute_avx512`]).
+/// Each `w[i]` must point at a row of `nblocks` blocks; `codes` must hold
+/// `4 R ceil(nblocks / 2)` vectors.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn unpack_rows<const R: usize>(w: [*const u8; R], nblocks: usize, codes: &mut [__m512i]) {
+    let c = codes[..4 * R * nblocks.div_ceil(2)].as_mut_ptr();
+    for p in 0..nblocks.div_ceil(2) {
+        for i in 0..R {
+            // SAFETY: 2p < nblocks; the index is below the length sliced above.
+            unsafe {
+                let wv = load_pair(w[i], p, nblocks);
+                for k in 0..4 {
+                    *c.add((4 * p + k) * R + i) = codes_of(wv, k);
+                }
+            }
+        }
+    }
+}
+
+/// y for rows r..r+R and tokens t..t+T from the rows' unpacked codes: each
+/// code vector is loaded once per T tokens. (Shifting and masking the codes
+/// again for every token group made a third of the loop's vector
+/// instructions: at batch 128 that ran at 61% of the `vpdpbusd` roof of
+/// Zen 4, this at 70-80%.)
+///
+/// # Safety
+/// Rows r..r+R and tokens t..t+T must exist, `codes` must hold rows r..r+R
+/// unpacked by [`unpack_rows`] and `inter` rows must cover the weight rows
+/// (see [`compute_avx512`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn gemm_tile<const R: usize, const T: usize>(
+    codes: &[__m512i],
     m: &I2sMatrix,
     act: &TokenQ8,
     inter: &InterleavedRows,
@@ -268,22 +321,19 @@ unsafe fn gemm_tile<const R: usize, const T: usize>(
     r: usize,
     t: usize,
 ) {
-    let nblocks = m.packed.blocks_per_row;
-    let base = m.packed.blocks.as_ptr() as *const u8;
-    // SAFETY: rows r..r+R exist (caller).
-    let w: [*const u8; R] = std::array::from_fn(|i| unsafe { base.add((r + i) * nblocks * 32) });
+    let pairs = m.packed.blocks_per_row.div_ceil(2);
+    let c = codes[..4 * R * pairs].as_ptr();
     let a: [*const i8; T] = std::array::from_fn(|j| inter.row(t + j).as_ptr());
     let mut acc = [[_mm512_setzero_si512(); T]; R];
-    for p in 0..nblocks.div_ceil(2) {
-        // SAFETY: 2p < nblocks.
-        let wv: [__m512i; R] = std::array::from_fn(|i| unsafe { load_pair(w[i], p, nblocks) });
+    for p in 0..pairs {
         for k in 0..4 {
-            let c: [__m512i; R] = std::array::from_fn(|i| codes(wv[i], k));
+            // SAFETY: the index is below the length sliced above.
+            let cv: [__m512i; R] = std::array::from_fn(|i| unsafe { *c.add((4 * p + k) * R + i) });
             for j in 0..T {
                 // SAFETY: activation vector 4p+k lies inside row t+j (caller).
                 let av = unsafe { _mm512_loadu_si512(a[j].add(256 * p + 64 * k) as *const _) };
                 for i in 0..R {
-                    acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], c[i], av);
+                    acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], cv[i], av);
                 }
             }
         }
