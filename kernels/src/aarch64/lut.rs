@@ -28,7 +28,7 @@
 use crate::cpu::CpuFeature;
 use crate::formats::Format;
 use crate::kernel::{Isa, KernelInfo};
-use crate::lut::{LutKernel, Part};
+use crate::lut::{Ahead, LutKernel, Part};
 use core::arch::aarch64::*;
 use std::ops::Range;
 
@@ -83,7 +83,13 @@ pub static TMAC_LOSSY: LutKernel = LutKernel {
 
 /// # Safety
 /// The CPU must have NEON; `idx` and `tbl` must cover the chunks of `range`.
-unsafe fn sums(p: &Part, idx: *const u8, tbl: *const u8, range: Range<usize>) -> [i32; 32] {
+unsafe fn sums(
+    p: &Part,
+    idx: *const u8,
+    tbl: *const u8,
+    range: Range<usize>,
+    _ahead: Ahead,
+) -> [i32; 32] {
     // SAFETY: forwarded from the caller.
     unsafe {
         match (p.signed, p.b_shift) {
@@ -96,7 +102,13 @@ unsafe fn sums(p: &Part, idx: *const u8, tbl: *const u8, range: Range<usize>) ->
 
 /// # Safety
 /// As [`sums`].
-unsafe fn lossy_sums(p: &Part, idx: *const u8, tbl: *const u8, range: Range<usize>) -> [i32; 32] {
+unsafe fn lossy_sums(
+    p: &Part,
+    idx: *const u8,
+    tbl: *const u8,
+    range: Range<usize>,
+    _ahead: Ahead,
+) -> [i32; 32] {
     // SAFETY: forwarded from the caller.
     unsafe {
         match (p.signed, p.b_shift) {

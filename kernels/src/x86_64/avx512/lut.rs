@@ -10,11 +10,12 @@
 //! lookups. TL2's 64 sign bits are exactly a `__mmask64` over those
 //! positions: a masked shuffle of the negated tables replaces the looked-up
 //! bytes where the sign is set (2 more shuffles, no blends). int16 sums are
-//! widened every 32 chunks (32 * 512 < 2^15).
+//! widened every 32 chunks (32 * 512 < 2^15). Each chunk prefetches the same
+//! chunk of a later segment, as on AVX2.
 
 use crate::formats::Format;
 use crate::kernel::{Isa, KernelInfo};
-use crate::lut::{LutKernel, Part};
+use crate::lut::{Ahead, LutKernel, Part};
 use crate::x86_64::avx512::BASE_FEATURES;
 use core::arch::x86_64::*;
 use std::ops::Range;
@@ -52,13 +53,22 @@ pub static TMAC: LutKernel = LutKernel {
 
 /// # Safety
 /// The CPU must have [`BASE_FEATURES`]; `idx` and `tbl` must cover the chunks of `range`.
-unsafe fn sums(p: &Part, idx: *const u8, tbl: *const u8, range: Range<usize>) -> [i32; 32] {
+unsafe fn sums(
+    p: &Part,
+    idx: *const u8,
+    tbl: *const u8,
+    range: Range<usize>,
+    ahead: Ahead,
+) -> [i32; 32] {
     // SAFETY: forwarded from the caller.
     unsafe {
-        match (p.signed, p.b_shift) {
-            (true, _) => tile_sums::<true, 0>(p, idx, tbl, range),
-            (false, 1) => tile_sums::<false, 1>(p, idx, tbl, range),
-            _ => tile_sums::<false, 0>(p, idx, tbl, range),
+        match (p.signed, p.b_shift, ahead.bytes > 0) {
+            (true, _, true) => tile_sums::<true, 0, true>(p, idx, tbl, range, ahead),
+            (true, _, false) => tile_sums::<true, 0, false>(p, idx, tbl, range, ahead),
+            (false, 1, true) => tile_sums::<false, 1, true>(p, idx, tbl, range, ahead),
+            (false, 1, false) => tile_sums::<false, 1, false>(p, idx, tbl, range, ahead),
+            (_, _, true) => tile_sums::<false, 0, true>(p, idx, tbl, range, ahead),
+            _ => tile_sums::<false, 0, false>(p, idx, tbl, range, ahead),
         }
     }
 }
@@ -68,19 +78,29 @@ unsafe fn sums(p: &Part, idx: *const u8, tbl: *const u8, range: Range<usize>) ->
 /// # Safety
 /// As [`sums`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_sums<const SIGNED: bool, const SHIFT: i32>(
+unsafe fn tile_sums<const SIGNED: bool, const SHIFT: i32, const PREFETCH: bool>(
     p: &Part,
     idx: *const u8,
     tbl: *const u8,
     range: Range<usize>,
+    ahead: Ahead,
 ) -> [i32; 32] {
     let mask = _mm512_set1_epi8(0x0F);
     let mut acc32 = [_mm512_setzero_si512(); 4];
+    // The prefetch address of chunk c: chunk c - range.start of the segment ahead.
+    let ahead_offset =
+        (ahead.at as usize).wrapping_sub(idx as usize + range.start * p.idx_chunk_bytes);
     let mut k = range.start;
     while k < range.end {
         let end = (k + FLUSH).min(range.end);
         let mut acc16 = [_mm512_setzero_si512(); 2];
         for c in k..end {
+            if PREFETCH {
+                let at = idx.wrapping_add(c * p.idx_chunk_bytes + ahead_offset);
+                // Into L2 (T0 was slower: the lines displaced the tables
+                // from L1). A prefetch never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T1>(at as *const i8);
+            }
             // SAFETY: chunk c exists in the tile and in the tables (caller);
             // a chunk's tables are 64 (128 when signed) bytes.
             let (x, t) = unsafe {
@@ -126,6 +146,11 @@ unsafe fn tile_sums<const SIGNED: bool, const SHIFT: i32>(
             acc32[2 * i + 1] = _mm512_add_epi32(acc32[2 * i + 1], hi);
         }
         k = end;
+    }
+    if PREFETCH {
+        // The segment's last line, which may hold no chunk's first byte.
+        let last = ahead.at.wrapping_add(ahead.bytes - 1);
+        _mm_prefetch::<_MM_HINT_T1>(last as *const i8);
     }
     // acc32[0]: rows 0-8 (A | B), [1]: rows 16-24, [2]: rows 8-16, [3]: rows 24-32.
     let mut out = [0i32; 32];
