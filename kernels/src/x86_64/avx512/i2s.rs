@@ -156,28 +156,10 @@ unsafe fn compute_avx512(
     let mut r = rows.start;
     while r < rows.end {
         let n = (rows.end - r).min(ROWS);
+        let w: [*const u8; ROWS] = core::array::from_fn(|i| row_ptr(r + i.min(n - 1)));
         // SAFETY: rows r..r+n exist (loop bounds); `codes` holds 4 vectors
         // per block pair and row of a tile.
-        unsafe {
-            match n {
-                4 => unpack_rows::<4>(
-                    core::array::from_fn(|i| row_ptr(r + i)),
-                    nblocks,
-                    &mut codes,
-                ),
-                3 => unpack_rows::<3>(
-                    core::array::from_fn(|i| row_ptr(r + i)),
-                    nblocks,
-                    &mut codes,
-                ),
-                2 => unpack_rows::<2>(
-                    core::array::from_fn(|i| row_ptr(r + i)),
-                    nblocks,
-                    &mut codes,
-                ),
-                _ => unpack_rows::<1>([row_ptr(r)], nblocks, &mut codes),
-            }
-        }
+        unsafe { unpack_rows(&w[..n], nblocks, &mut codes) };
         let mut t = 0;
         while t < out.batch() {
             let nt = (out.batch() - t).min(TOKENS);
@@ -279,22 +261,23 @@ fn codes_of(wv: __m512i, k: usize) -> __m512i {
     _mm512_and_si512(shifted, three)
 }
 
-/// The codes (0..2) of `R` rows, vector k of block pair p of row i at
-/// `codes[(4p + k) R + i]`, in the order [`gemm_tile`] reads them.
+/// The codes (0..2) of the rows `w` (R of them), vector k of block pair p of
+/// row i at `codes[(4p + k) R + i]`, in the order [`gemm_tile`] reads them.
 ///
 /// # Safety
 /// Each `w[i]` must point at a row of `nblocks` blocks; `codes` must hold
 /// `4 R ceil(nblocks / 2)` vectors.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn unpack_rows<const R: usize>(w: [*const u8; R], nblocks: usize, codes: &mut [__m512i]) {
-    let c = codes[..4 * R * nblocks.div_ceil(2)].as_mut_ptr();
+unsafe fn unpack_rows(w: &[*const u8], nblocks: usize, codes: &mut [__m512i]) {
+    let rows = w.len();
+    let c = codes[..4 * rows * nblocks.div_ceil(2)].as_mut_ptr();
     for p in 0..nblocks.div_ceil(2) {
-        for i in 0..R {
+        for (i, &row) in w.iter().enumerate() {
             // SAFETY: 2p < nblocks; the index is below the length sliced above.
             unsafe {
-                let wv = load_pair(w[i], p, nblocks);
+                let wv = load_pair(row, p, nblocks);
                 for k in 0..4 {
-                    *c.add((4 * p + k) * R + i) = codes_of(wv, k);
+                    *c.add((4 * p + k) * rows + i) = codes_of(wv, k);
                 }
             }
         }
@@ -303,9 +286,9 @@ unsafe fn unpack_rows<const R: usize>(w: [*const u8; R], nblocks: usize, codes: 
 
 /// y for rows r..r+R and tokens t..t+T from the rows' unpacked codes: each
 /// code vector is loaded once per T tokens. (Shifting and masking the codes
-/// again for every token group made a third of the loop's vector
-/// instructions: at batch 128 that ran at 61% of the `vpdpbusd` roof of
-/// Zen 4, this at 70-80%.)
+/// again for every token group was a third of the loop's vector
+/// instructions; without it, batch 128 on Zen 4 runs 0-8% faster, at 76-84%
+/// of the `vpdpbusd` roof.)
 ///
 /// # Safety
 /// Rows r..r+R and tokens t..t+T must exist, `codes` must hold rows r..r+R
