@@ -143,30 +143,35 @@ pub fn features() -> CpuFeatures {
     })
 }
 
-/// Defines a function that runs `$body` (an `#[inline(always)]` function of
-/// the same signature) compiled for AVX2 where the CPU has it, else as the
-/// crate is compiled (SSE2 on baseline x86-64). For the plain f32 loops of
-/// the model's non-matrix operations (norms, quantization, attention) only
-/// the vector width changes: without FMA (never contracted implicitly in
-/// Rust) the same operations give the same bits on either path.
+/// Defines `$name` and `$baseline` with one body: `$baseline` is the body as
+/// the crate is compiled (SSE2 on baseline x86-64), `$name` runs the same
+/// body compiled for AVX2 where the CPU has it, else `$baseline`. For the
+/// plain f32 loops of the model's non-matrix operations (norms, quantization,
+/// attention) only the vector width changes: without FMA (never contracted
+/// implicitly in Rust) the same operations give the same bits on either path.
 #[macro_export]
 macro_rules! avx2_where_available {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path;) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?;
+     baseline $baseline:ident $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
                 fn wide($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
+                    $baseline($($arg),*)
                 }
                 if $crate::cpu::features().has($crate::cpu::CpuFeature::Avx2) {
                     // SAFETY: the CPU has AVX2, the only feature `wide` enables.
                     return unsafe { wide($($arg),*) };
                 }
             }
-            $body($($arg),*)
+            $baseline($($arg),*)
         }
+
+        #[doc = concat!("[`", stringify!($name), "`] as the crate is compiled (without AVX2).")]
+        #[inline(always)]
+        fn $baseline($($arg: $ty),*) $(-> $ret)? $body
     };
 }
 

@@ -47,19 +47,17 @@ pub fn absmean_ternarize(w: &[f32]) -> (Vec<i8>, f32) {
 }
 
 crate::avx2_where_available! {
-/// Per-token int8 absmax quantization (BitNet b1.58): s = 127 / max(|x|, 1e-5),
-/// q = clamp(round(x * s), -128, 127). Writes `q` (same length as `x`) and
-/// returns s; the real value of q is q / s.
-pub fn quantize_token_q8(x: &[f32], q: &mut [i8]) -> f32 = token_q8;
-}
-
-#[inline(always)]
-fn token_q8(x: &[f32], q: &mut [i8]) -> f32 {
-    debug_assert_eq!(x.len(), q.len());
-    let amax = abs_max(x);
-    let s = 127.0 / amax.max(SCALE_EPS);
-    scale_round(x, s, q, -128);
-    s
+    /// Per-token int8 absmax quantization (BitNet b1.58): s = 127 / max(|x|, 1e-5),
+    /// q = clamp(round(x * s), -128, 127). Writes `q` (same length as `x`) and
+    /// returns s; the real value of q is q / s.
+    pub fn quantize_token_q8(x: &[f32], q: &mut [i8]) -> f32;
+    baseline quantize_token_q8_baseline {
+        debug_assert_eq!(x.len(), q.len());
+        let amax = abs_max(x);
+        let s = 127.0 / amax.max(SCALE_EPS);
+        scale_round(x, s, q, -128);
+        s
+    }
 }
 
 /// max |x| (0 for an empty slice; NaN is ignored, as by `f32::max`), in 8
@@ -102,23 +100,21 @@ fn scale_round(x: &[f32], s: f32, q: &mut [i8], lo: i32) {
 }
 
 crate::avx2_where_available! {
-/// Symmetric absmax block quantization to `[-127, 127]` (Q8_0, Q8_K), in
-/// llama.cpp's order of operations: d = amax / 127, q = round(x * (1 / d)).
-/// Returns d (0 for an all-zero block). Missing elements (`x` shorter than
-/// `q`) are zero.
-pub fn quantize_block_absmax_q8(x: &[f32], q: &mut [i8]) -> f32 = block_absmax_q8;
-}
-
-#[inline(always)]
-fn block_absmax_q8(x: &[f32], q: &mut [i8]) -> f32 {
-    let amax = abs_max(x);
-    q.fill(0);
-    if amax == 0.0 {
-        return 0.0;
+    /// Symmetric absmax block quantization to `[-127, 127]` (Q8_0, Q8_K), in
+    /// llama.cpp's order of operations: d = amax / 127, q = round(x * (1 / d)).
+    /// Returns d (0 for an all-zero block). Missing elements (`x` shorter than
+    /// `q`) are zero.
+    pub fn quantize_block_absmax_q8(x: &[f32], q: &mut [i8]) -> f32;
+    baseline quantize_block_absmax_q8_baseline {
+        let amax = abs_max(x);
+        q.fill(0);
+        if amax == 0.0 {
+            return 0.0;
+        }
+        let d = amax / 127.0;
+        scale_round(x, 1.0 / d, q, -127);
+        d
     }
-    let d = amax / 127.0;
-    scale_round(x, 1.0 / d, q, -127);
-    d
 }
 
 #[cfg(test)]
@@ -265,11 +261,17 @@ mod tests {
             // The baseline (SSE2) build of the same loops, which CPUs without
             // AVX2 run, gives the same bits.
             let mut narrow = vec![0i8; x.len()];
-            assert_eq!(token_q8(x, &mut narrow).to_bits(), s.to_bits());
+            assert_eq!(
+                quantize_token_q8_baseline(x, &mut narrow).to_bits(),
+                s.to_bits()
+            );
             assert_eq!(narrow, q, "token {x:?} (baseline build)");
             let d = quantize_block_absmax_q8(x, &mut q);
             let (pq, pd) = plain_block(x);
-            assert_eq!(block_absmax_q8(x, &mut narrow).to_bits(), d.to_bits());
+            assert_eq!(
+                quantize_block_absmax_q8_baseline(x, &mut narrow).to_bits(),
+                d.to_bits()
+            );
             assert_eq!(narrow, q, "block {x:?} (baseline build)");
             assert_eq!((q, d.to_bits()), (pq, pd.to_bits()), "block {x:?}");
         }

@@ -10,16 +10,14 @@ use std::ops::Range;
 use ternbench_kernels::parallel::Executor;
 
 ternbench_kernels::avx2_where_available! {
-/// y = x / sqrt(mean(x^2) + eps) * w, in place, for one row.
-pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) = rms_norm_body;
-}
-
-#[inline(always)]
-fn rms_norm_body(x: &mut [f32], w: &[f32], eps: f32) {
-    let mean_sq = dot(x, x) / x.len() as f32;
-    let inv = 1.0 / (mean_sq + eps).sqrt();
-    for (v, &g) in x.iter_mut().zip(w) {
-        *v = *v * inv * g;
+    /// y = x / sqrt(mean(x^2) + eps) * w, in place, for one row.
+    pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32);
+    baseline rms_norm_baseline {
+        let mean_sq = dot(x, x) / x.len() as f32;
+        let inv = 1.0 / (mean_sq + eps).sqrt();
+        for (v, &g) in x.iter_mut().zip(w) {
+            *v = *v * inv * g;
+        }
     }
 }
 
@@ -170,64 +168,54 @@ pub struct AttentionShape {
 }
 
 ternbench_kernels::avx2_where_available! {
-/// Causal attention of the query heads that share KV head `kv_head` (the
-/// `heads / kv_heads` rows of `q`, head_dim values each) at position `pos`
-/// over positions 0..=pos of `layer`'s cache: per head,
-/// out = softmax(q k^T / sqrt(d)) v. Each cached key and value is read (and
-/// converted from f16) once for the whole group; each head's result is the
-/// same as computed alone.
-pub fn attend_group(
-    cache: &KvCache,
-    layer: usize,
-    shape: AttentionShape,
-    kv_head: usize,
-    pos: usize,
-    q: &[f32],
-    out: &mut [f32],
-) = attend_group_body;
-}
-
-#[inline(always)]
-fn attend_group_body(
-    cache: &KvCache,
-    layer: usize,
-    shape: AttentionShape,
-    kv_head: usize,
-    pos: usize,
-    q: &[f32],
-    out: &mut [f32],
-) {
-    let d = shape.head_dim;
-    let group = shape.heads / shape.kv_heads;
-    assert!(q.len() == group * d && out.len() == group * d);
-    let keys = &cache.keys[layer];
-    let values = &cache.values[layer];
-    let scale = 1.0 / (d as f32).sqrt();
-    let mut scratch = vec![0.0f32; if keys.is_f32() { 0 } else { d }];
-    let n = pos + 1;
-    // scores[h * n + p]: head h, position p.
-    let mut scores = vec![0.0f32; group * n];
-    for p in 0..n {
-        let k = keys.row(p * cache.kv_dim + kv_head * d, d, &mut scratch);
-        for (h, qh) in q.chunks_exact(d).enumerate() {
-            scores[h * n + p] = dot(qh, k) * scale;
+    /// Causal attention of the query heads that share KV head `kv_head` (the
+    /// `heads / kv_heads` rows of `q`, head_dim values each) at position `pos`
+    /// over positions 0..=pos of `layer`'s cache: per head,
+    /// out = softmax(q k^T / sqrt(d)) v. Each cached key and value is read (and
+    /// converted from f16) once for the whole group; each head's result is the
+    /// same as computed alone.
+    pub fn attend_group(
+        cache: &KvCache,
+        layer: usize,
+        shape: AttentionShape,
+        kv_head: usize,
+        pos: usize,
+        q: &[f32],
+        out: &mut [f32],
+    );
+    baseline attend_group_baseline {
+        let d = shape.head_dim;
+        let group = shape.heads / shape.kv_heads;
+        assert!(q.len() == group * d && out.len() == group * d);
+        let keys = &cache.keys[layer];
+        let values = &cache.values[layer];
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut scratch = vec![0.0f32; if keys.is_f32() { 0 } else { d }];
+        let n = pos + 1;
+        // scores[h * n + p]: head h, position p.
+        let mut scores = vec![0.0f32; group * n];
+        for p in 0..n {
+            let k = keys.row(p * cache.kv_dim + kv_head * d, d, &mut scratch);
+            for (h, qh) in q.chunks_exact(d).enumerate() {
+                scores[h * n + p] = dot(qh, k) * scale;
+            }
         }
-    }
-    let mut sums = vec![0.0f32; group];
-    for (s, sum) in scores.chunks_exact_mut(n).zip(sums.iter_mut()) {
-        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        for s in s.iter_mut() {
-            *s = (*s - max).exp();
-            *sum += *s;
+        let mut sums = vec![0.0f32; group];
+        for (s, sum) in scores.chunks_exact_mut(n).zip(sums.iter_mut()) {
+            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for s in s.iter_mut() {
+                *s = (*s - max).exp();
+                *sum += *s;
+            }
         }
-    }
-    out.fill(0.0);
-    for p in 0..n {
-        let v = values.row(p * cache.kv_dim + kv_head * d, d, &mut scratch);
-        for (h, oh) in out.chunks_exact_mut(d).enumerate() {
-            let w = scores[h * n + p] / sums[h];
-            for (o, &vi) in oh.iter_mut().zip(v) {
-                *o += w * vi;
+        out.fill(0.0);
+        for p in 0..n {
+            let v = values.row(p * cache.kv_dim + kv_head * d, d, &mut scratch);
+            for (h, oh) in out.chunks_exact_mut(d).enumerate() {
+                let w = scores[h * n + p] / sums[h];
+                for (o, &vi) in oh.iter_mut().zip(v) {
+                    *o += w * vi;
+                }
             }
         }
     }
@@ -329,7 +317,7 @@ mod tests {
         let w: Vec<f32> = (0..2563).map(|i| 0.5 + (i % 13) as f32 / 8.0).collect();
         let (mut wide, mut narrow) = (row.clone(), row);
         rms_norm(&mut wide, &w, 1e-5);
-        rms_norm_body(&mut narrow, &w, 1e-5);
+        rms_norm_baseline(&mut narrow, &w, 1e-5);
         assert!(narrow
             .iter()
             .zip(&wide)
@@ -441,7 +429,7 @@ mod tests {
                 // The baseline (SSE2) build, which CPUs without AVX2 run,
                 // gives the same bits.
                 let mut narrow = vec![0.0; 2 * head_dim];
-                attend_group_body(&cache, 0, shape, 1, pos, &q, &mut narrow);
+                attend_group_baseline(&cache, 0, shape, 1, pos, &q, &mut narrow);
                 assert!(narrow
                     .iter()
                     .zip(&out)
