@@ -590,6 +590,25 @@ impl Part {
     }
 }
 
+/// Calls `$tile::<SIGNED, SHIFT, PREFETCH>` (an x86 tile function) for the
+/// part's kind (TL2's signed chunks, T-MAC's second bit plane weighted by 2,
+/// TL1) and whether `ahead` holds a segment to prefetch.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dispatch_tile {
+    ($tile:ident($p:ident, $idx:ident, $tbl:ident, $range:ident, $ahead:ident)) => {
+        match ($p.signed, $p.b_shift, $ahead.bytes > 0) {
+            (true, _, true) => $tile::<true, 0, true>($p, $idx, $tbl, $range, $ahead),
+            (true, _, false) => $tile::<true, 0, false>($p, $idx, $tbl, $range, $ahead),
+            (false, 1, true) => $tile::<false, 1, true>($p, $idx, $tbl, $range, $ahead),
+            (false, 1, false) => $tile::<false, 1, false>($p, $idx, $tbl, $range, $ahead),
+            (_, _, true) => $tile::<false, 0, true>($p, $idx, $tbl, $range, $ahead),
+            _ => $tile::<false, 0, false>($p, $idx, $tbl, $range, $ahead),
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use dispatch_tile;
+
 /// The 32 row sums of one tile over chunks `range` of a part, given the
 /// part's index pointer for that tile and table pointer for one token.
 pub(crate) type TileSums<'a> =

@@ -97,16 +97,7 @@ unsafe fn sums(
     ahead: Ahead,
 ) -> [i32; 32] {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        match (p.signed, p.b_shift, ahead.bytes > 0) {
-            (true, _, true) => tile_sums::<true, 0, true>(p, idx, tbl, range, ahead),
-            (true, _, false) => tile_sums::<true, 0, false>(p, idx, tbl, range, ahead),
-            (false, 1, true) => tile_sums::<false, 1, true>(p, idx, tbl, range, ahead),
-            (false, 1, false) => tile_sums::<false, 1, false>(p, idx, tbl, range, ahead),
-            (_, _, true) => tile_sums::<false, 0, true>(p, idx, tbl, range, ahead),
-            _ => tile_sums::<false, 0, false>(p, idx, tbl, range, ahead),
-        }
-    }
+    unsafe { crate::lut::dispatch_tile!(tile_sums(p, idx, tbl, range, ahead)) }
 }
 
 /// # Safety
@@ -119,16 +110,7 @@ unsafe fn lossy_sums(
     ahead: Ahead,
 ) -> [i32; 32] {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        match (p.signed, p.b_shift, ahead.bytes > 0) {
-            (true, _, true) => lossy_tile_sums::<true, 0, true>(p, idx, tbl, range, ahead),
-            (true, _, false) => lossy_tile_sums::<true, 0, false>(p, idx, tbl, range, ahead),
-            (false, 1, true) => lossy_tile_sums::<false, 1, true>(p, idx, tbl, range, ahead),
-            (false, 1, false) => lossy_tile_sums::<false, 1, false>(p, idx, tbl, range, ahead),
-            (_, _, true) => lossy_tile_sums::<false, 0, true>(p, idx, tbl, range, ahead),
-            _ => lossy_tile_sums::<false, 0, false>(p, idx, tbl, range, ahead),
-        }
-    }
+    unsafe { crate::lut::dispatch_tile!(lossy_tile_sums(p, idx, tbl, range, ahead)) }
 }
 
 /// A byte mask from 32 bits: byte j is 0xFF where bit j of `bits` is set.
