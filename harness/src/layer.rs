@@ -16,8 +16,13 @@
 //! next copy, so the figure is the DRAM-resident one token generation sees.
 //! With `roofline`, the read bandwidth and the compute roofs are probed in
 //! the same process first (see [`crate::measure::roofline`]) at every thread
-//! count still to run, and every row reports its fraction of each.
+//! count still to run, and every row reports its fraction of each. A cold
+//! group also times the read probe as one more interleaved operation
+//! ([`ReadProbe`]) and reports its fractions against that: DRAM bandwidth on
+//! a shared machine drifts within seconds, so a probe taken at the start
+//! does not describe what a kernel saw minutes later.
 
+use crate::measure::bandwidth::{probe_buffer, probe_bytes, ReadProbe};
 use crate::measure::roofline::Roofline;
 use crate::measure::{time_interleaved, SystemInfo, TimingPlan};
 use crate::output::{Row, Sink};
@@ -157,6 +162,11 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
     } else {
         Roofline::default()
     };
+    let probe_words = if bench.cold && bench.roofline {
+        probe_buffer(probe_bytes(sys.last_level_cache_bytes))
+    } else {
+        Vec::new()
+    };
     for (si, &shape) in bench.shapes.iter().enumerate() {
         let pending = |batch: usize, threads: usize| !bench.skip.contains(&(shape, batch, threads));
         if !bench
@@ -261,6 +271,7 @@ pub fn run(bench: &LayerBench, sink: &mut Sink) -> anyhow::Result<LayerSummary> 
                     &acts,
                     &expected,
                     &roofline,
+                    &probe_words,
                     sink,
                     &mut summary,
                 )?;
@@ -282,6 +293,7 @@ fn run_group(
     acts: &HashMap<Format, Activations>,
     expected: &HashMap<Format, Expected<'_>>,
     roofline: &Roofline,
+    probe_words: &[u64],
     sink: &mut Sink,
     summary: &mut LayerSummary,
 ) -> anyhow::Result<()> {
@@ -314,17 +326,40 @@ fn run_group(
             }) as Box<dyn FnMut() + '_>
         })
         .collect();
+    // The read probe, timed as the last operation (cold groups only: in a
+    // hot group it would evict the weights between samples). Each call reads
+    // twice the last-level cache, so none of it is cached.
+    let mut probe = (!probe_words.is_empty()).then(|| {
+        let llc = sys.last_level_cache_bytes as usize;
+        ReadProbe::new(probe_words, (2 * llc).max(64 << 20))
+    });
+    let mut probe_op = || {
+        if let Some(p) = probe.as_mut() {
+            p.read(exec)
+        }
+    };
     let mut op_refs: Vec<&mut dyn FnMut()> = ops
         .iter_mut()
         .map(|b| b.as_mut() as &mut dyn FnMut())
         .collect();
-    let stats = if op_refs.is_empty() {
+    let probed = !probe_words.is_empty() && !op_refs.is_empty();
+    if probed {
+        op_refs.push(&mut probe_op);
+    }
+    let mut stats = if op_refs.is_empty() {
         Vec::new()
     } else {
         time_interleaved(&bench.plan, &mut op_refs)
     };
     drop(op_refs);
     drop(ops);
+    let bandwidth = if probed {
+        let probe_stats = stats.pop().expect("the probe was timed last");
+        let bytes = probe.as_ref().map_or(0, |p| p.bytes_per_call());
+        Some(bytes as f64 / probe_stats.median)
+    } else {
+        roofline.bandwidth(exec.n_threads())
+    };
     let mut medians: Vec<Option<f64>> = vec![None; packed.len()];
     for (j, &i) in timed.iter().enumerate() {
         // A kernel must also be deterministic: the last timed output must
@@ -368,7 +403,7 @@ fn run_group(
         row.cold = bench.cold;
         let weight_bytes = p.copies[0].weight_bytes;
         row.weight_bytes = weight_bytes;
-        row.mem_bandwidth_gbs = roofline.bandwidth(exec.n_threads());
+        row.mem_bandwidth_gbs = bandwidth;
         row.variant = p.kernel.variant(&p.copies[0], batch);
         row.prepare_ms = p.prepare_ms;
         row.verified = verdicts[i].ok;

@@ -37,7 +37,10 @@ pub struct Row {
     pub n_logical_cpus: usize,
     /// The OS kernel version.
     pub os_kernel: String,
-    /// Read bandwidth measured in the same run at this thread count (GB/s), if probed.
+    /// Read bandwidth measured in the same run at this thread count (GB/s), if
+    /// probed: for `layer --cold` rows the probe timed interleaved with the
+    /// group's kernels, for `model` tg rows the mean of probes taken just
+    /// before and after each timed run, otherwise one probe at the start.
     pub mem_bandwidth_gbs: Option<f64>,
     pub kernel: String,
     pub kernel_isa: String,

@@ -123,6 +123,17 @@ fn sweep_runs_layers_and_models_with_energy() {
             assert!(note.contains("energy saving vs f16"), "{note}");
         }
         assert!(r[col(&h, "avg_ts")].parse::<f64>().unwrap() > 0.0);
+        // Every row has a bandwidth; tg rows are judged against it.
+        let bw: f64 = r[col(&h, "mem_bandwidth_gbs")].parse().unwrap();
+        assert!(bw > 0.0 && bw.is_finite(), "{r:?}");
+        if &r[col(&h, "test")] == "tg4" {
+            let gbs: f64 = r[col(&h, "gbs")].parse().unwrap();
+            let fraction: f64 = r[col(&h, "roofline_fraction")].parse().unwrap();
+            assert!(
+                (fraction - gbs / bw).abs() <= 1e-9 * fraction.max(1.0),
+                "{r:?}"
+            );
+        }
     }
     // The model estimate: ternary weights cost less than f16 per token.
     let model_j = |wtype: &str, test: &str| -> f64 {

@@ -57,6 +57,51 @@ pub fn read_bandwidth(buffer: &[u64], threads: usize, passes: usize) -> Result<f
     Ok(buffer.len() as f64 * 8.0 / best / 1e9)
 }
 
+/// The read probe as an operation to time beside kernels (see
+/// [`crate::measure::stats::time_interleaved`]): each call sums the next
+/// slice of a buffer on the caller's worker pool, so its rate is sampled at
+/// the same moments as theirs. On a shared machine DRAM bandwidth drifts
+/// within seconds; a kernel's fraction of it is only meaningful against a
+/// probe taken at the same time.
+pub struct ReadProbe<'a> {
+    buffer: &'a [u64],
+    /// Words per call.
+    slice: usize,
+    next: usize,
+}
+
+impl<'a> ReadProbe<'a> {
+    /// Calls read `slice_bytes` (rounded down to whole words, at least one
+    /// slice fits), cycling through `buffer`, which should exceed the
+    /// last-level cache by several times so every read comes from DRAM.
+    pub fn new(buffer: &'a [u64], slice_bytes: usize) -> Self {
+        let slice = (slice_bytes / 8).clamp(1, buffer.len().max(1));
+        ReadProbe {
+            buffer,
+            slice,
+            next: 0,
+        }
+    }
+
+    pub fn bytes_per_call(&self) -> usize {
+        self.slice * 8
+    }
+
+    /// Reads the next slice with every thread of `exec`.
+    pub fn read(&mut self, exec: &Executor) {
+        if self.next + self.slice > self.buffer.len() {
+            self.next = 0;
+        }
+        let part = &self.buffer[self.next..(self.next + self.slice).min(self.buffer.len())];
+        self.next += self.slice;
+        let total = std::sync::atomic::AtomicU64::new(0);
+        exec.for_each_chunk(part.len(), (1 << 20) / 8, &|r| {
+            total.fetch_add(sum_words(&part[r]), std::sync::atomic::Ordering::Relaxed);
+        });
+        std::hint::black_box(total.into_inner());
+    }
+}
+
 /// A buffer of `bytes` with every page touched (so the probe measures reads, not page faults).
 pub fn probe_buffer(bytes: usize) -> Vec<u64> {
     (0..bytes / 8).map(|i| i as u64).collect()
@@ -73,6 +118,15 @@ mod tests {
         let buf = probe_buffer(4 << 20);
         let gbs = read_bandwidth(&buf, 2, 2).unwrap();
         assert!(gbs.is_finite() && gbs > 0.0);
+        let exec = Executor::new(Threading::Pool, 2, false).unwrap();
+        let mut probe = ReadProbe::new(&buf, 3 << 20);
+        assert_eq!(probe.bytes_per_call(), 3 << 20);
+        // A slice past the end starts over at the buffer's beginning.
+        for _ in 0..3 {
+            probe.read(&exec);
+        }
+        assert_eq!(probe.next, 3 << 17);
+        assert_eq!(ReadProbe::new(&buf, 1 << 30).bytes_per_call(), 4 << 20);
         if std::env::var_os("TERNBENCH_PROBE_MIB").is_none() {
             assert_eq!(probe_bytes(32 << 20), 512 << 20);
             assert_eq!(probe_bytes(128 << 20), 1 << 30);

@@ -8,12 +8,14 @@
 //! speedup is a ratio measured in one run. Before timing, each kernel is
 //! verified on the model's own layer shapes against the scalar reference.
 //! The read bandwidth is probed in the same process, giving the roofline
-//! tokens/s that the bytes read per token allow.
+//! tokens/s that the bytes read per token allow: for tg rows, just before
+//! and after each timed run (DRAM bandwidth on a shared machine drifts
+//! within seconds), for the rest once per thread count.
 
 use super::config::ModelConfig;
 use super::engine::{argmax, estimate_bytes, Breakdown, Model, ModelSpec, OPS};
 use super::weights::WeightSource;
-use crate::measure::bandwidth::{probe_buffer, probe_bytes, read_bandwidth};
+use crate::measure::bandwidth::{probe_buffer, probe_bytes, read_bandwidth, ReadProbe};
 use crate::measure::energy::{Arithmetic, EnergyPlan, Joules};
 use crate::measure::{Stats, SystemInfo};
 use crate::output::{Row, Sink};
@@ -405,6 +407,20 @@ pub fn run(bench: &ModelBench, sink: &mut Sink) -> anyhow::Result<ModelSummary> 
                 }
             }
         }
+        // One pass over the probe buffer, on this thread count's pool (GB/s).
+        let mut probe = ReadProbe::new(&buffer, buffer.len() * 8);
+        let mut probe_now = || {
+            let start = Instant::now();
+            probe.read(&exec);
+            probe.bytes_per_call() as f64 / start.elapsed().as_secs_f64() / 1e9
+        };
+        let mut last_probe = tests
+            .iter()
+            .any(|t| matches!(t, ModelTest::Tg { .. }))
+            .then(&mut probe_now);
+        // bandwidths[test][model]: per tg rep, the mean of the probes just
+        // before and after it.
+        let mut bandwidths = vec![vec![Vec::new(); models.len()]; tests.len()];
         // times[test][model] = seconds per rep; breakdowns summed over reps;
         // joules[test][model][meter] summed over reps (Err: why not).
         let mut times = vec![vec![Vec::new(); models.len()]; tests.len()];
@@ -459,6 +475,11 @@ pub fn run(bench: &ModelBench, sink: &mut Sink) -> anyhow::Result<ModelSummary> 
                         }
                     }
                     times[ti][mi].push(t);
+                    if let (ModelTest::Tg { .. }, Some(before)) = (test, last_probe) {
+                        let after = probe_now();
+                        bandwidths[ti][mi].push((before + after) / 2.0);
+                        last_probe = Some(after);
+                    }
                 }
             }
         }
@@ -517,7 +538,11 @@ pub fn run(bench: &ModelBench, sink: &mut Sink) -> anyhow::Result<ModelSummary> 
                 row.n_gen = if is_tg { n } else { 0 };
                 row.batch_mode = test.batch_mode_name().into();
                 row.reps = bench.reps;
-                row.mem_bandwidth_gbs = Some(bandwidth);
+                row.mem_bandwidth_gbs = if is_tg {
+                    Stats::of(&bandwidths[ti][mi]).map(|s| s.mean)
+                } else {
+                    Some(bandwidth)
+                };
                 row.extrapolated = model.sampled();
                 row.verified = failures[mi].is_none();
                 if let Some(why) = &failures[mi] {
@@ -538,8 +563,10 @@ pub fn run(bench: &ModelBench, sink: &mut Sink) -> anyhow::Result<ModelSummary> 
                     if is_tg {
                         let bytes = model.weight_bytes_per_token() as f64;
                         row.gbs = Some(bytes * s.mean / 1e9);
-                        row.roofline_fraction = Some(bytes * s.mean / 1e9 / bandwidth);
-                        row.note = format!("roofline {:.1} t/s", bandwidth * 1e9 / bytes);
+                        if let Some(bw) = row.mem_bandwidth_gbs {
+                            row.roofline_fraction = Some(bytes * s.mean / 1e9 / bw);
+                            row.note = format!("roofline {:.1} t/s", bw * 1e9 / bytes);
+                        }
                     }
                 }
                 // One row per energy source that gave a figure (the same
