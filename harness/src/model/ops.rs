@@ -104,6 +104,15 @@ impl KvStore {
         }
     }
 
+    /// Prefetches values at..at+len (see [`ternbench_kernels::cpu::prefetch`]).
+    #[inline(always)]
+    fn prefetch(&self, at: usize, len: usize) {
+        match self {
+            KvStore::F32(v) => ternbench_kernels::cpu::prefetch(&v[at..at + len]),
+            KvStore::F16(v) => ternbench_kernels::cpu::prefetch(&v[at..at + len]),
+        }
+    }
+
     fn is_f32(&self) -> bool {
         matches!(self, KvStore::F32(_))
     }
@@ -159,6 +168,9 @@ impl KvCache {
     }
 }
 
+/// Positions ahead whose cached key or value row attention prefetches.
+const KV_PREFETCH_AHEAD: usize = 4;
+
 /// Geometry of attention.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
@@ -194,8 +206,15 @@ ternbench_kernels::avx2_where_available! {
         let n = pos + 1;
         // scores[h * n + p]: head h, position p.
         let mut scores = vec![0.0f32; group * n];
+        // In token generation the cache was evicted by the weights read
+        // since the last token: rows a few positions ahead are prefetched so
+        // their misses overlap.
+        let at = |p: usize| p * cache.kv_dim + kv_head * d;
         for p in 0..n {
-            let k = keys.row(p * cache.kv_dim + kv_head * d, d, &mut scratch);
+            if p + KV_PREFETCH_AHEAD < n {
+                keys.prefetch(at(p + KV_PREFETCH_AHEAD), d);
+            }
+            let k = keys.row(at(p), d, &mut scratch);
             for (h, qh) in q.chunks_exact(d).enumerate() {
                 scores[h * n + p] = dot(qh, k) * scale;
             }
@@ -203,14 +222,19 @@ ternbench_kernels::avx2_where_available! {
         let mut sums = vec![0.0f32; group];
         for (s, sum) in scores.chunks_exact_mut(n).zip(sums.iter_mut()) {
             let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            // A vectorized exp (libm's, one call per score, took a quarter
+            // of attention's time).
             for s in s.iter_mut() {
-                *s = (*s - max).exp();
-                *sum += *s;
+                *s = exp(*s - max);
             }
+            *sum = s.iter().sum();
         }
         out.fill(0.0);
         for p in 0..n {
-            let v = values.row(p * cache.kv_dim + kv_head * d, d, &mut scratch);
+            if p + KV_PREFETCH_AHEAD < n {
+                values.prefetch(at(p + KV_PREFETCH_AHEAD), d);
+            }
+            let v = values.row(at(p), d, &mut scratch);
             for (h, oh) in out.chunks_exact_mut(d).enumerate() {
                 let w = scores[h * n + p] / sums[h];
                 for (o, &vi) in oh.iter_mut().zip(v) {
@@ -219,6 +243,32 @@ ternbench_kernels::avx2_where_available! {
             }
         }
     }
+}
+
+/// e^x within 2 ulp for x in [-87, 88] (e^-87 below, e^88 above; NaN stays
+/// NaN), without branches or calls so that loops over
+/// it vectorize: x = n ln 2 + r with |r| <= ln 2 / 2 (ln 2 split in two parts
+/// so n ln 2 is exact), a degree-6 polynomial for e^r (the Cephes `expf`
+/// coefficients), times 2^n built in the exponent bits. Rust never contracts
+/// a * b + c into an FMA, so every build gives the same bits.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+                                     // clamp keeps NaN (min/max would replace it).
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = p * r + c;
+    }
+    let er = p * r * r + r + 1.0;
+    // n lies in [-126, 127], so n + 127 is a normal float's biased exponent.
+    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    er * two_n
 }
 
 /// sum(a * b) in 8 interleaved partial sums (which the compiler vectorizes).
@@ -442,6 +492,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn exp_is_within_2_ulp_of_the_f64_exp() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let want = (x as f64).exp();
+            let ulp = f32::EPSILON as f64 * want;
+            worst = worst.max((exp(x) as f64 - want).abs() / ulp);
+            x += 0.000_731;
+        }
+        assert!(worst <= 2.0, "{worst} ulp");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
+        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp(f32::NAN).is_nan());
+        assert!(exp(1000.0) > 1e38 && exp(1000.0).is_finite());
     }
 
     #[test]
