@@ -103,7 +103,9 @@ fn aarch64_integer_kernels_equal_the_scalar_kernel_bit_for_bit() {
     for kernel in kernels {
         let format = kernel.info().format;
         let scalar = registry::reference(format);
-        for &cols in &[1, 100, 128, 255, 256, 300, 513, 1000] {
+        // q6_k refuses K that is not whole super-blocks; it gets 256 and 512.
+        let widths = [1, 100, 128, 255, 256, 300, 512, 513, 1000];
+        for cols in widths.into_iter().filter(|&c| format.accepts_cols(c)) {
             for &(rows, batch) in &[(1, 1), (3, 2), (4, 3), (5, 4), (9, 1), (13, 5)] {
                 let dense: Vec<f32> = (0..rows * cols)
                     .map(|_| rng.random_range(-1.0f32..1.0))

@@ -14,6 +14,8 @@
 //!   are bit-identical to the scalar ones, not merely within the float bound;
 //! - a row range whose length is not a multiple of 4 repeats its last row in
 //!   the spare lanes and drops them on store;
+//! - q6_k has its own body ([`q6k`]): a scale per 16 weights does not fit
+//!   the one-sum-per-block loop;
 //! - i2s and tq2 codes stay unsigned (w + 1) and the activation sum is
 //!   subtracted once per row (i2s) or block (tq2, from Q8_K's `bsums`), which
 //!   saves a subtract per 16 weights; tq1 digits come out of two byte
@@ -32,6 +34,7 @@
 use crate::activations::{BlockActivations, BlockQ8K, TokenQ8};
 use crate::formats::i2s::{BlockI2s, I2sMatrix};
 use crate::formats::q4_0::BlockQ4_0;
+use crate::formats::q6_k::{BlockQ6K, Q6KMatrix};
 use crate::formats::q8_0::BlockQ8_0;
 use crate::formats::tq1::{BlockTq1, POW3};
 use crate::formats::tq2::BlockTq2;
@@ -465,10 +468,32 @@ pub(super) fn blocks<D: Dot, W: WeightLayout, A: ActLayout>(
     act: &BlockActivations<A>,
     out: &mut OutputTile<'_>,
 ) {
+    block_rows(m, act, out, W::scale_bits, |blocks, ab: &A| {
+        let zero = [vdupq_n_s32(0); ROW_TILE];
+        let isum = reduce4(block_dots(d, zero, blocks, ab.qs()));
+        if W::OFFSET {
+            vsubq_s32(isum, vdupq_n_s32(ab.sum()))
+        } else {
+            isum
+        }
+    })
+}
+
+/// The block formats' loop: for each row tile and block, `isum` gives the
+/// rows' integer sums (a lane each), and `isum as f32 * (d_w * d_a)` is
+/// added in block order, as the scalar kernels do.
+#[target_feature(enable = "neon")]
+#[inline]
+fn block_rows<W: PackedBlock, A: ActLayout>(
+    m: &BlockMatrix<W>,
+    act: &BlockActivations<A>,
+    out: &mut OutputTile<'_>,
+    scale_bits: impl Fn(&W) -> u16,
+    isum: impl Fn([&W; ROW_TILE], &A) -> int32x4_t,
+) {
     let rows = out.rows();
-    let nb = m.blocks_per_row;
     assert_eq!(
-        act.blocks_per_row, nb,
+        act.blocks_per_row, m.blocks_per_row,
         "weight and activation blocks pair 1:1"
     );
     for b in 0..out.batch() {
@@ -478,16 +503,64 @@ pub(super) fn blocks<D: Dot, W: WeightLayout, A: ActLayout>(
             let mut y = vdupq_n_f32(0.0);
             for (k, ab) in a_row.iter().enumerate() {
                 let blocks = std::array::from_fn(|i| &w[i][k]);
-                let zero = [vdupq_n_s32(0); ROW_TILE];
-                let mut isum = reduce4(block_dots(d, zero, blocks, ab.qs()));
-                if W::OFFSET {
-                    isum = vsubq_s32(isum, vdupq_n_s32(ab.sum()));
-                }
-                let dw = f16x4_to_f32(blocks.map(|blk| blk.scale_bits()));
+                let dw = f16x4_to_f32(blocks.map(&scale_bits));
                 let scale = vmulq_n_f32(dw, ab.scale());
-                y = vaddq_f32(y, vmulq_f32(vcvtq_f32_s32(isum), scale));
+                y = vaddq_f32(y, vmulq_f32(vcvtq_f32_s32(isum(blocks, ab)), scale));
             }
             store_rows(out, b, r0, lanes_f32(y));
         }
     }
+}
+
+/// The 16 signed weights (code - 32) of elements 128h + 32k + l0 .. +16 of a
+/// Q6_K block (l0 = 0 or 16): `ql[64h + 32(k & 1) + l0..]` holds their low 4
+/// bits (low nibbles for k < 2, high ones above), `qh[32h + l0..]` their high
+/// 2 bits at bit 2k.
+#[target_feature(enable = "neon")]
+#[inline]
+fn q6k_weights(b: &BlockQ6K, h: usize, k: usize, l0: usize) -> int8x16_t {
+    let ql = load_u8(&b.ql, 64 * h + 32 * (k & 1) + l0);
+    let low = if k < 2 {
+        vandq_u8(ql, vdupq_n_u8(0x0F))
+    } else {
+        vshrq_n_u8::<4>(ql)
+    };
+    let qh = vshlq_u8(load_u8(&b.qh, 32 * h + l0), vdupq_n_s8(-(2 * k as i8)));
+    let high = vshlq_n_u8::<4>(vandq_u8(qh, vdupq_n_u8(3)));
+    vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(low, high)), vdupq_n_s8(32))
+}
+
+/// Q6_K with Q8_K activations. Per block and row: each 16-weight sub-block's
+/// `dot` (lanes summing to sum((code - 32) a), at most 16 * 32 * 128 in
+/// magnitude, so a NEON int16 run of one `dot` cannot overflow) is multiplied
+/// lane-wise by the sub-block's scale and added into int32 lanes, whose sum is
+/// the scalar kernel's block integer (at most 2^27); then the block formats'
+/// float step (`isum as f32 * (d_w * d_a)` in block order).
+#[target_feature(enable = "neon")]
+#[inline]
+pub(super) fn q6k<D: Dot>(
+    d: D,
+    m: &Q6KMatrix,
+    act: &BlockActivations<BlockQ8K>,
+    out: &mut OutputTile<'_>,
+) {
+    let scale_bits = |b: &BlockQ6K| b.d.to_bits();
+    block_rows(m, act, out, scale_bits, |blocks, ab| {
+        let mut acc = [vdupq_n_s32(0); ROW_TILE];
+        for h in 0..2 {
+            for k in 0..4 {
+                for l0 in [0, 16] {
+                    let a = load_i8(&ab.qs, 128 * h + 32 * k + l0);
+                    let j = 8 * h + 2 * k + l0 / 16;
+                    for r in 0..ROW_TILE {
+                        let wv = q6k_weights(blocks[r], h, k, l0);
+                        let zero = vdupq_n_s32(0);
+                        let sub = d.end(zero, d.dot(d.start(zero), wv, a));
+                        acc[r] = vmlaq_n_s32(acc[r], sub, blocks[r].scales[j] as i32);
+                    }
+                }
+            }
+        }
+        reduce4(acc)
+    })
 }

@@ -10,10 +10,11 @@
 
 use super::bodies::{self, ActLayout, Dot, WeightLayout, ROW_TILE};
 use super::{aarch64_kernel, require};
-use crate::activations::{BlockActivations, TokenQ8};
+use crate::activations::{BlockActivations, BlockQ8K, TokenQ8};
 use crate::cpu::{self, CpuFeature};
 use crate::formats::i2s::I2sMatrix;
 use crate::formats::q4_0::Q4_0Matrix;
+use crate::formats::q6_k::Q6KMatrix;
 use crate::formats::q8_0::Q8_0Matrix;
 use crate::formats::tq1::Tq1Matrix;
 use crate::formats::tq2::Tq2Matrix;
@@ -101,6 +102,16 @@ fn i2s_entry(t: Dotprod, m: &I2sMatrix, act: &TokenQ8, out: &mut OutputTile<'_>)
 }
 
 #[target_feature(enable = "neon,dotprod")]
+fn q6k_entry(
+    t: Dotprod,
+    m: &Q6KMatrix,
+    act: &BlockActivations<BlockQ8K>,
+    out: &mut OutputTile<'_>,
+) {
+    bodies::q6k(t, m, act, out)
+}
+
+#[target_feature(enable = "neon,dotprod")]
 fn blocks_entry<W: WeightLayout, A: ActLayout>(
     t: Dotprod,
     m: &BlockMatrix<W>,
@@ -115,3 +126,4 @@ aarch64_kernel!(Tq2: "tq2-dotprod", Tq2, Dotprod, blocks_entry, Tq2Matrix, q8k);
 aarch64_kernel!(Tq1: "tq1-dotprod", Tq1, Dotprod, blocks_entry, Tq1Matrix, q8k);
 aarch64_kernel!(Q8_0: "q8_0-dotprod", Q8_0, Dotprod, blocks_entry, Q8_0Matrix, q8_0);
 aarch64_kernel!(Q4_0: "q4_0-dotprod", Q4_0, Dotprod, blocks_entry, Q4_0Matrix, q8_0);
+aarch64_kernel!(Q6K: "q6_k-dotprod", Q6K, Dotprod, q6k_entry, Q6KMatrix, q8k);

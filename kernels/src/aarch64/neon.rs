@@ -9,11 +9,12 @@
 
 use super::bodies::{self, ActLayout, Dot, WeightLayout, ROW_TILE};
 use super::{aarch64_kernel, require};
-use crate::activations::{BlockActivations, F32Activations, TokenQ8};
+use crate::activations::{BlockActivations, BlockQ8K, F32Activations, TokenQ8};
 use crate::cpu::{self, CpuFeature};
 use crate::formats::f16::F16Matrix;
 use crate::formats::i2s::I2sMatrix;
 use crate::formats::q4_0::Q4_0Matrix;
+use crate::formats::q6_k::Q6KMatrix;
 use crate::formats::q8_0::Q8_0Matrix;
 use crate::formats::tq1::Tq1Matrix;
 use crate::formats::tq2::Tq2Matrix;
@@ -80,6 +81,11 @@ fn i2s_entry(t: Neon, m: &I2sMatrix, act: &TokenQ8, out: &mut OutputTile<'_>) {
 }
 
 #[target_feature(enable = "neon")]
+fn q6k_entry(t: Neon, m: &Q6KMatrix, act: &BlockActivations<BlockQ8K>, out: &mut OutputTile<'_>) {
+    bodies::q6k(t, m, act, out)
+}
+
+#[target_feature(enable = "neon")]
 fn blocks_entry<W: WeightLayout, A: ActLayout>(
     t: Neon,
     m: &BlockMatrix<W>,
@@ -94,6 +100,7 @@ aarch64_kernel!(Tq2: "tq2-neon", Tq2, Neon, blocks_entry, Tq2Matrix, q8k);
 aarch64_kernel!(Tq1: "tq1-neon", Tq1, Neon, blocks_entry, Tq1Matrix, q8k);
 aarch64_kernel!(Q8_0: "q8_0-neon", Q8_0, Neon, blocks_entry, Q8_0Matrix, q8_0);
 aarch64_kernel!(Q4_0: "q4_0-neon", Q4_0, Neon, blocks_entry, Q4_0Matrix, q8_0);
+aarch64_kernel!(Q6K: "q6_k-neon", Q6K, Neon, q6k_entry, Q6KMatrix, q8k);
 
 /// The f16 baseline: f16 weights widened to f32, fused multiply-add with f32
 /// activations. Not exact: its f32 sums run in another order than the scalar
