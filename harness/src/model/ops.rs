@@ -1,8 +1,9 @@
 //! The non-matmul operations of a BitNet b1.58 block, in f32: RMSNorm, RoPE
 //! (rotate-half pairing, as in HF transformers), the FFN gate activations,
-//! and causal attention over a KV cache. Sums run in a fixed order (the
-//! attention's dot products in 8 interleaved partial sums, for speed), so the
-//! reference forward, which calls the same functions, reproduces them exactly.
+//! and causal attention over a KV cache. Sums run in a fixed order for a
+//! given CPU (attention takes an AVX2 + FMA path where the CPU has one), so
+//! the reference forward, which calls the same functions, reproduces them
+//! exactly.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -113,6 +114,13 @@ impl KvStore {
         }
     }
 
+    fn len(&self) -> usize {
+        match self {
+            KvStore::F32(v) => v.len(),
+            KvStore::F16(v) => v.len(),
+        }
+    }
+
     fn is_f32(&self) -> bool {
         matches!(self, KvStore::F32(_))
     }
@@ -179,14 +187,36 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
+/// Causal attention of the query heads that share KV head `kv_head` (the
+/// `heads / kv_heads` rows of `q`, head_dim values each) at position `pos`
+/// over positions 0..=pos of `layer`'s cache: per head,
+/// out = softmax(q k^T / sqrt(d)) v. Each cached key and value is read (and
+/// converted from f16) once for the whole group; each head's result is the
+/// same as computed alone. With AVX2, FMA and F16C (and head_dim a multiple
+/// of 8) [`avx2::attend_group`] runs, otherwise [`attend_group_baseline`]:
+/// their sums run in different orders, so their results differ in the last
+/// bits; the engine and the reference forward both call this function.
+pub fn attend_group(
+    cache: &KvCache,
+    layer: usize,
+    shape: AttentionShape,
+    kv_head: usize,
+    pos: usize,
+    q: &[f32],
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::usable(shape.head_dim) {
+        // SAFETY: `usable` checked every feature the function enables.
+        return unsafe { avx2::attend_group(cache, layer, shape, kv_head, pos, q, out) };
+    }
+    attend_group_baseline(cache, layer, shape, kv_head, pos, q, out)
+}
+
 ternbench_kernels::avx2_where_available! {
-    /// Causal attention of the query heads that share KV head `kv_head` (the
-    /// `heads / kv_heads` rows of `q`, head_dim values each) at position `pos`
-    /// over positions 0..=pos of `layer`'s cache: per head,
-    /// out = softmax(q k^T / sqrt(d)) v. Each cached key and value is read (and
-    /// converted from f16) once for the whole group; each head's result is the
-    /// same as computed alone.
-    pub fn attend_group(
+    /// [`attend_group`] in portable code (8-lane dot products, one
+    /// multiply-add per value and head).
+    pub fn attend_group_baseline(
         cache: &KvCache,
         layer: usize,
         shape: AttentionShape,
@@ -195,7 +225,7 @@ ternbench_kernels::avx2_where_available! {
         q: &[f32],
         out: &mut [f32],
     );
-    baseline attend_group_baseline {
+    baseline attend_group_portable {
         let d = shape.head_dim;
         let group = shape.heads / shape.kv_heads;
         assert!(q.len() == group * d && out.len() == group * d);
@@ -240,6 +270,198 @@ ternbench_kernels::avx2_where_available! {
                 for (o, &vi) in oh.iter_mut().zip(v) {
                     *o += w * vi;
                 }
+            }
+        }
+    }
+}
+
+/// [`attend_group`] with AVX2 + FMA + F16C intrinsics. The portable build's
+/// dot products each wait on one chain of vector adds and its value sums
+/// go through memory for every position; here the heads of a tile (up to 4)
+/// keep one accumulator each, so 4 chains run side by side, and the value
+/// sums are taken 8 columns at a time over all positions in registers.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{exp, AttentionShape, KvCache, KvStore, KV_PREFETCH_AHEAD};
+    use core::arch::x86_64::*;
+    use ternbench_kernels::cpu::{features, CpuFeature};
+
+    /// True when this CPU can run [`attend_group`] for rows of `head_dim`.
+    pub(super) fn usable(head_dim: usize) -> bool {
+        let f = features();
+        head_dim.is_multiple_of(8)
+            && [CpuFeature::Avx2, CpuFeature::Fma, CpuFeature::F16c]
+                .iter()
+                .all(|&c| f.has(c))
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C, and `shape.head_dim` must be a
+    /// multiple of 8 (see [`usable`]).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn attend_group(
+        cache: &KvCache,
+        layer: usize,
+        shape: AttentionShape,
+        kv_head: usize,
+        pos: usize,
+        q: &[f32],
+        out: &mut [f32],
+    ) {
+        let d = shape.head_dim;
+        let group = shape.heads / shape.kv_heads;
+        assert!(q.len() == group * d && out.len() == group * d && d.is_multiple_of(8));
+        let n = pos + 1;
+        let first = kv_head * d;
+        let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
+        let end = pos * cache.kv_dim + first + d;
+        assert!(first + d <= cache.kv_dim && end <= keys.len() && end <= values.len());
+        let (k, v, half): (*const u8, *const u8, bool) = match (keys, values) {
+            (KvStore::F32(k), KvStore::F32(v)) => (k.as_ptr().cast(), v.as_ptr().cast(), false),
+            (KvStore::F16(k), KvStore::F16(v)) => (k.as_ptr().cast(), v.as_ptr().cast(), true),
+            _ => unreachable!("keys and values share one element type"),
+        };
+        let mut h = 0;
+        while h < group {
+            let g = (group - h).min(4);
+            let (qt, ot) = (&q[h * d..(h + g) * d], &mut out[h * d..(h + g) * d]);
+            let kv_dim = cache.kv_dim;
+            // SAFETY: the CPU features are the caller's; the assert above
+            // bounds every row read (positions 0..n of the head's d columns);
+            // q and out hold g rows of d.
+            unsafe {
+                if half {
+                    heads::<true>(k, v, kv_dim, first, d, n, g, qt, ot)
+                } else {
+                    heads::<false>(k, v, kv_dim, first, d, n, g, qt, ot)
+                }
+            }
+            h += g;
+        }
+    }
+
+    /// 8 values of a cached row from element `at`, as f32.
+    ///
+    /// # Safety
+    /// 8 elements (f32, or f16 with `HALF`) from `at` must be readable.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8<const HALF: bool>(base: *const u8, at: usize) -> __m256 {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            if HALF {
+                _mm256_cvtph_ps(_mm_loadu_si128(base.add(2 * at).cast()))
+            } else {
+                _mm256_loadu_ps(base.add(4 * at).cast())
+            }
+        }
+    }
+
+    /// Sum of the 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+
+    /// [`tile`] for `g` (1..=4) heads.
+    ///
+    /// # Safety
+    /// As [`tile`].
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn heads<const HALF: bool>(
+        keys: *const u8,
+        values: *const u8,
+        kv_dim: usize,
+        first: usize,
+        d: usize,
+        n: usize,
+        g: usize,
+        q: &[f32],
+        out: &mut [f32],
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match g {
+                1 => tile::<HALF, 1>(keys, values, kv_dim, first, d, n, q, out),
+                2 => tile::<HALF, 2>(keys, values, kv_dim, first, d, n, q, out),
+                3 => tile::<HALF, 3>(keys, values, kv_dim, first, d, n, q, out),
+                _ => tile::<HALF, 4>(keys, values, kv_dim, first, d, n, q, out),
+            }
+        }
+    }
+
+    /// Attention of `G` heads over positions 0..n: rows at
+    /// `p * kv_dim + first` of the key and value caches.
+    ///
+    /// # Safety
+    /// CPU features as [`attend_group`]; positions 0..n of both caches hold
+    /// `first + d` elements from `p * kv_dim`; `q` and `out` hold G rows of d.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const HALF: bool, const G: usize>(
+        keys: *const u8,
+        values: *const u8,
+        kv_dim: usize,
+        first: usize,
+        d: usize,
+        n: usize,
+        q: &[f32],
+        out: &mut [f32],
+    ) {
+        let elem = if HALF { 2 } else { 4 };
+        let at = |p: usize| p * kv_dim + first;
+        let scale = 1.0 / (d as f32).sqrt();
+        // scores[h * n + p], then the softmax weights.
+        let mut w = vec![0.0f32; G * n];
+        for p in 0..n {
+            if p + KV_PREFETCH_AHEAD < n {
+                let ahead = at(p + KV_PREFETCH_AHEAD) * elem;
+                // Key and value rows: the value sums below read them next.
+                for line in (0..d * elem).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(keys.wrapping_add(ahead + line).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(values.wrapping_add(ahead + line).cast());
+                }
+            }
+            let mut acc = [_mm256_setzero_ps(); G];
+            for c in (0..d).step_by(8) {
+                // SAFETY: row p holds d elements from at(p) (caller).
+                let k = unsafe { load8::<HALF>(keys, at(p) + c) };
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: q holds g rows of d.
+                    let qv = unsafe { _mm256_loadu_ps(q.as_ptr().add(h * d + c)) };
+                    *acc = _mm256_fmadd_ps(qv, k, *acc);
+                }
+            }
+            for (h, acc) in acc.iter().enumerate() {
+                w[h * n + p] = hsum(*acc) * scale;
+            }
+        }
+        for s in w.chunks_exact_mut(n) {
+            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for s in s.iter_mut() {
+                *s = exp(*s - max);
+            }
+            let sum: f32 = s.iter().sum();
+            for s in s.iter_mut() {
+                *s /= sum;
+            }
+        }
+        for c in (0..d).step_by(8) {
+            let mut acc = [_mm256_setzero_ps(); G];
+            for p in 0..n {
+                // SAFETY: row p holds d elements from at(p) (caller).
+                let v = unsafe { load8::<HALF>(values, at(p) + c) };
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(_mm256_set1_ps(w[h * n + p]), v, *acc);
+                }
+            }
+            for (h, acc) in acc.iter().enumerate() {
+                // SAFETY: out holds G rows of d; c + 8 <= d.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(h * d + c), *acc) };
             }
         }
     }
@@ -427,6 +649,8 @@ mod tests {
     /// Against an f64 softmax attention, over head dims with and without a
     /// tail past the 8 partial sums, for both KV cache types (keys and
     /// values that f16 holds exactly), with GQA (heads 2 and 3 read kv head 1).
+    type AttendFn = fn(&KvCache, usize, AttentionShape, usize, usize, &[f32], &mut [f32]);
+
     #[test]
     fn attention_matches_a_direct_f64_computation() {
         for head_dim in [8, 13, 128] {
@@ -474,21 +698,27 @@ mod tests {
                     let span = p * kv_dim..(p + 1) * kv_dim;
                     cache.store(0, p, &keys[span.clone()], &values[span]);
                 }
-                let mut out = vec![0.0; 2 * head_dim];
-                attend_group(&cache, 0, shape, 1, pos, &q, &mut out);
-                // The baseline (SSE2) build, which CPUs without AVX2 run,
-                // gives the same bits.
-                let mut narrow = vec![0.0; 2 * head_dim];
-                attend_group_baseline(&cache, 0, shape, 1, pos, &q, &mut narrow);
+                let run = |f: AttendFn| {
+                    let mut out = vec![0.0; 2 * head_dim];
+                    f(&cache, 0, shape, 1, pos, &q, &mut out);
+                    out
+                };
+                // The dispatching function (AVX2 + FMA + F16C where the CPU
+                // has them), the portable code's AVX2 build and its baseline
+                // (SSE2) build, which CPUs without AVX2 run.
+                let portable = run(attend_group_baseline);
+                let narrow = run(attend_group_portable);
                 assert!(narrow
                     .iter()
-                    .zip(&out)
+                    .zip(&portable)
                     .all(|(a, b)| a.to_bits() == b.to_bits()));
-                for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
-                    assert!(
-                        (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                        "head_dim {head_dim} f16 {half}: out[{i}] = {got}, want {want}"
-                    );
+                for (name, out) in [("dispatch", run(attend_group)), ("portable", portable)] {
+                    for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
+                        assert!(
+                            (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "{name} head_dim {head_dim} f16 {half}: out[{i}] = {got}, want {want}"
+                        );
+                    }
                 }
             }
         }
