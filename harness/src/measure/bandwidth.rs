@@ -41,20 +41,23 @@ fn sum_words(words: &[u64]) -> u64 {
 /// Read bandwidth in GB/s with `threads` threads, best of `passes` passes over `buffer`.
 pub fn read_bandwidth(buffer: &[u64], threads: usize, passes: usize) -> Result<f64, ExecutorError> {
     let exec = Executor::new(Threading::Pool, threads, false)?;
-    // Chunks of 1 MiB, shared out dynamically like kernel rows.
-    let chunk = (1 << 20) / 8;
     let mut best = f64::INFINITY;
     for _ in 0..passes.max(1) + 1 {
-        let total = std::sync::atomic::AtomicU64::new(0);
         let start = Instant::now();
-        exec.for_each_chunk(buffer.len(), chunk, &|r| {
-            total.fetch_add(sum_words(&buffer[r]), std::sync::atomic::Ordering::Relaxed);
-        });
-        let t = start.elapsed().as_secs_f64();
-        std::hint::black_box(total.into_inner());
-        best = best.min(t);
+        read_words(buffer, &exec);
+        best = best.min(start.elapsed().as_secs_f64());
     }
     Ok(buffer.len() as f64 * 8.0 / best / 1e9)
+}
+
+/// Sums `words` with every thread of `exec`, in chunks of 1 MiB shared out
+/// dynamically like kernel rows.
+fn read_words(words: &[u64], exec: &Executor) {
+    let total = std::sync::atomic::AtomicU64::new(0);
+    exec.for_each_chunk(words.len(), (1 << 20) / 8, &|r| {
+        total.fetch_add(sum_words(&words[r]), std::sync::atomic::Ordering::Relaxed);
+    });
+    std::hint::black_box(total.into_inner());
 }
 
 /// The read probe as an operation to time beside kernels (see
@@ -94,11 +97,7 @@ impl<'a> ReadProbe<'a> {
         }
         let part = &self.buffer[self.next..(self.next + self.slice).min(self.buffer.len())];
         self.next += self.slice;
-        let total = std::sync::atomic::AtomicU64::new(0);
-        exec.for_each_chunk(part.len(), (1 << 20) / 8, &|r| {
-            total.fetch_add(sum_words(&part[r]), std::sync::atomic::Ordering::Relaxed);
-        });
-        std::hint::black_box(total.into_inner());
+        read_words(part, exec);
     }
 }
 
