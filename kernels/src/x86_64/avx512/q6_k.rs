@@ -4,18 +4,21 @@
 //! Unpacking: in half h of a block, the 64 bytes `ql[64h..64h+64]` hold
 //! elements 128h + 0..64 in their low nibbles and 128h + 64..128 in their high
 //! nibbles, in element order; `qh[32h..32h+32]`, loaded into both 256-bit
-//! halves, holds their high bits (element 32k + l at bits 2k of byte l), so
-//! shifts that differ between the halves (a blend) line them up: 4 vectors of
-//! 64 codes in natural order per block.
+//! halves, holds their high bits (element 32k + l at bits 2k of byte l). Each
+//! 256-bit half first keeps only its own two 2-bit fields (a mask), so one
+//! 16-bit shift by a per-half count (`vpsllvw` / `vpsrlvw`) puts the high bits
+//! at bits 4-5 with zeros above, and one `vpternlogd` takes bits 0-3 from the
+//! nibble and 4-7 from the shifted bits: 6 operations per 128 codes instead of
+//! 12 with fixed shifts, blends and masks (256x2560 hot: 21.0-21.5 -> 19.6-19.9 us).
 //!
 //! Arithmetic, exact: `vpmaddubsw(code, a)` is the pair sum of code * a, at
 //! most 2 * 63 * 128 = 16128 in 16 bits; `vpdpwssd` multiplies it with the
 //! sub-block scales (16-bit lanes 8j..8j+8 of vector k: scale 4k + j) and
 //! accumulates in 32 bits, one instruction where AVX2 needs `vpmaddwd` and an
 //! add per 32 weights. The codes' offset of 32 comes off with the
-//! activations' 16-value sums, as in the AVX2 kernel, and the shared driver
-//! ([`crate::x86_64::avx2::tq`]) applies the scalar kernel's float step, so
-//! outputs are bit-identical to `q6_k-scalar`.
+//! activations' 16-value sums (one more `vpdpwssd` of 32 * scale with -sum),
+//! and the shared driver ([`crate::x86_64::avx2::tq`]) applies the scalar
+//! kernel's float step, so outputs are bit-identical to `q6_k-scalar`.
 
 use crate::activations::Activations;
 use crate::formats::q6_k::Q6KMatrix;
@@ -86,11 +89,11 @@ unsafe fn run(rows: &BlockRows, act: &Q8kRows, out: &mut OutputTile<'_>) {
 
 /// One block, unpacked: 4 vectors of 64 codes (0..63) in element order, the
 /// 16-bit scales lined up with the pair sums of each, and the 16 scales in
-/// order as 16-bit values.
+/// order times 32 (for the codes' offset) as 16-bit values.
 struct Codes {
     codes: [__m512i; 4],
     scales: [__m512i; 4],
-    in_order: __m256i,
+    scales_x32: __m256i,
 }
 
 /// The sub-block of each pair-sum lane of a code vector, less 4k for vector k.
@@ -104,15 +107,31 @@ const SUB_OF_LANE: [i16; 32] = {
     lanes
 };
 
+/// 16-bit lanes: `low` in the lower 256 bits, `high` in the upper.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn halves_epi16(low: i16, high: i16) -> __m512i {
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_set1_epi16(low)),
+        _mm256_set1_epi16(high),
+    )
+}
+
 /// # Safety
 /// `block` must point at a 210-byte Q6_K block.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn unpack(block: *const u8) -> Codes {
+    // `C ? A : B` bit by bit (the vpternlog truth table of A, B, C).
+    const SELECT: i32 = 0xE4;
     let low4 = _mm512_set1_epi8(0x0F);
-    let bits45 = _mm512_set1_epi8(0x30);
-    // 256-bit halves: elements 32k + l (low half) and 32(k + 1) + l.
-    const HIGH_HALF: __mmask8 = 0xF0;
+    // Lower 256 bits serve k = 0 and 2 (bits 0-1, 4-5 of qh), upper k = 1 and 3.
+    let own_pairs = _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_set1_epi8(0x33)),
+        _mm256_set1_epi8(0xCCu8 as i8),
+    );
+    // Bits 0-1 up 4 and 2-3 up 2 (to bits 4-5); bits 4-5 stay, 6-7 down 2.
+    let (up_01, down_23) = (halves_epi16(4, 2), halves_epi16(0, 2));
     let mut codes = [_mm512_setzero_si512(); 4];
     for h in 0..2 {
         // SAFETY: ql is bytes 0..128, qh bytes 128..192 of the block (caller).
@@ -122,18 +141,15 @@ unsafe fn unpack(block: *const u8) -> Codes {
                 _mm512_broadcast_i64x4(_mm256_loadu_si256(block.add(128 + 32 * h) as *const _)),
             )
         };
-        // Bits 0-1 (k = 0) and 2-3 (k = 1) to bits 4-5; then 4-5 and 6-7.
-        let hi_01 = _mm512_mask_blend_epi64(
-            HIGH_HALF,
-            _mm512_slli_epi16::<4>(qh),
-            _mm512_slli_epi16::<2>(qh),
-        );
-        let hi_23 = _mm512_mask_blend_epi64(HIGH_HALF, qh, _mm512_srli_epi16::<2>(qh));
-        codes[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, low4), _mm512_and_si512(hi_01, bits45));
-        codes[2 * h + 1] = _mm512_or_si512(
-            _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low4),
-            _mm512_and_si512(hi_23, bits45),
-        );
+        // Each half keeps only its own 2-bit fields, so the 16-bit shifts
+        // below bring zeros, never a neighbour's bits, into bits 6-7; bits
+        // 0-3 take the low nibble, whatever the shifts put there.
+        let qh = _mm512_and_si512(qh, own_pairs);
+        let hi_01 = _mm512_sllv_epi16(qh, up_01);
+        let hi_23 = _mm512_srlv_epi16(qh, down_23);
+        codes[2 * h] = _mm512_ternarylogic_epi32::<SELECT>(ql, hi_01, low4);
+        codes[2 * h + 1] =
+            _mm512_ternarylogic_epi32::<SELECT>(_mm512_srli_epi16::<4>(ql), hi_23, low4);
     }
     // SAFETY: the 16 scales are bytes 192..208 of the block (caller).
     let in_order = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(block.add(192) as *const _) });
@@ -147,7 +163,8 @@ unsafe fn unpack(block: *const u8) -> Codes {
     Codes {
         codes,
         scales,
-        in_order,
+        // At most 128 * 32 = 4096 in magnitude.
+        scales_x32: _mm256_slli_epi16::<5>(in_order),
     }
 }
 
@@ -176,6 +193,10 @@ unsafe fn dot(c: &Codes, a: *const i8, bsums: *const i16) -> __m256i {
     );
     // SAFETY: 16 sums readable (caller).
     let sums = unsafe { _mm256_loadu_si256(bsums as *const _) };
-    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(c.in_order, sums));
-    _mm256_sub_epi32(acc, offset)
+    // Pairs of 32 * scale * -bsum: at most 2 * 4096 * 2048 = 2^24.
+    _mm256_dpwssd_epi32(
+        acc,
+        c.scales_x32,
+        _mm256_sub_epi16(_mm256_setzero_si256(), sums),
+    )
 }
