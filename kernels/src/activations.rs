@@ -7,7 +7,7 @@
 
 use crate::formats::q8_0::BlockQ8_0;
 use crate::formats::{aligned_filled, aligned_from_iter, padded_len, ActivationScheme, AlignedVec};
-use crate::quant::{quantize_block_absmax_q8, quantize_token_q8};
+use crate::quant::{quantize_block_absmax_q8, quantize_token_q8, sum_i8};
 use half::f16;
 
 /// Rows of token-quantized activations are padded with zeros to a multiple of
@@ -68,12 +68,7 @@ impl TokenQ8 {
         scale: Vec<f32>,
     ) -> Self {
         let sum = (0..batch)
-            .map(|b| {
-                q[b * stride..(b + 1) * stride]
-                    .iter()
-                    .map(|&v| v as i32)
-                    .sum()
-            })
+            .map(|b| sum_i8(&q[b * stride..(b + 1) * stride]))
             .collect();
         TokenQ8 {
             batch,

@@ -60,24 +60,38 @@ crate::avx2_where_available! {
     }
 }
 
-/// max |x| (0 for an empty slice; NaN is ignored, as by `f32::max`), in 8
-/// lanes so that the compiler vectorizes it: the maximum does not depend on
-/// the order, and one chain of `maxss` cost more than the rounding after it.
+crate::avx2_where_available! {
+    /// The sum of int8 values (a token's sum, which removes the +1 offset of
+    /// unsigned weight codes): 8 sign extensions per instruction with AVX2
+    /// where the x86-64 baseline unpacks and shifts 4 at a time.
+    pub fn sum_i8(q: &[i8]) -> i32;
+    baseline sum_i8_baseline {
+        q.iter().map(|&v| v as i32).sum()
+    }
+}
+
+/// max |x| (0 for an empty slice; NaN is ignored, as by `f32::max`), in 32
+/// lanes so that the compiler vectorizes it into 4 independent chains: the
+/// maximum does not depend on the order. `if v > m` rather than `f32::max`,
+/// because it is one `maxps` (a NaN v keeps m) where `f32::max` adds a NaN
+/// test and a blend to each step of the chain (`quantize_token_q8` of 2560
+/// values: 1.1 -> 0.8 us).
 #[inline(always)]
 fn abs_max(x: &[f32]) -> f32 {
-    const LANES: usize = 8;
+    const LANES: usize = 32;
+    let larger = |m: f32, v: f32| if v > m { v } else { m };
     let mut lanes = [0.0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks
         .remainder()
         .iter()
-        .fold(0.0f32, |m, v| m.max(v.abs()));
+        .fold(0.0f32, |m, v| larger(m, v.abs()));
     for c in chunks {
         for (m, v) in lanes.iter_mut().zip(c) {
-            *m = m.max(v.abs());
+            *m = larger(*m, v.abs());
         }
     }
-    lanes.iter().fold(tail, |m, &v| m.max(v))
+    lanes.iter().fold(tail, |m, &v| larger(m, v))
 }
 
 /// q = clamp(round_even(x * s), lo, 127) for an absmax scale s (finite, so
@@ -266,6 +280,8 @@ mod tests {
                 s.to_bits()
             );
             assert_eq!(narrow, q, "token {x:?} (baseline build)");
+            let plain_sum: i32 = q.iter().map(|&v| v as i32).sum();
+            assert_eq!((sum_i8(&q), sum_i8_baseline(&q)), (plain_sum, plain_sum));
             let d = quantize_block_absmax_q8(x, &mut q);
             let (pq, pd) = plain_block(x);
             assert_eq!(
@@ -274,6 +290,17 @@ mod tests {
             );
             assert_eq!(narrow, q, "block {x:?} (baseline build)");
             assert_eq!((q, d.to_bits()), (pq, pd.to_bits()), "block {x:?}");
+        }
+    }
+
+    #[test]
+    fn sum_i8_is_exact_at_the_extremes() {
+        for len in [0usize, 1, 31, 32, 33, 6912 + 5] {
+            for v in [-128i8, 127] {
+                let q = vec![v; len];
+                assert_eq!(sum_i8(&q), v as i32 * len as i32, "{len} x {v}");
+                assert_eq!(sum_i8_baseline(&q), v as i32 * len as i32);
+            }
         }
     }
 }
