@@ -7,8 +7,10 @@
 
 use crate::formats::q8_0::BlockQ8_0;
 use crate::formats::{aligned_filled, aligned_from_iter, padded_len, ActivationScheme, AlignedVec};
+use crate::parallel::Executor;
 use crate::quant::{quantize_block_absmax_q8, quantize_token_q8, sum_i8};
 use half::f16;
+use std::sync::Mutex;
 
 /// Rows of token-quantized activations are padded with zeros to a multiple of
 /// this, so kernels with blocks up to this length never read past a row.
@@ -36,15 +38,34 @@ pub struct TokenQ8 {
 
 impl TokenQ8 {
     pub fn quantize(x: &[f32], batch: usize, cols: usize) -> Self {
+        Self::quantize_on(&Executor::serial(), x, batch, cols)
+    }
+
+    /// [`TokenQ8::quantize`] with the tokens spread over `exec`'s threads
+    /// (the same values: each token is quantized on its own).
+    pub fn quantize_on(exec: &Executor, x: &[f32], batch: usize, cols: usize) -> Self {
         assert_eq!(x.len(), batch * cols, "activation length != batch * cols");
         let stride = padded_len(cols, TOKEN_ROW_ALIGN);
         let mut q = aligned_filled(batch * stride, 0i8);
-        let scale = (0..batch)
-            .map(|b| {
-                let row = &mut q[b * stride..b * stride + cols];
-                quantize_token_q8(&x[b * cols..(b + 1) * cols], row)
-            })
+        let mut scale = vec![0.0f32; batch];
+        let per = tokens_per_task(exec, batch);
+        let tasks: Vec<_> = q
+            .chunks_mut(per * stride.max(1))
+            .zip(scale.chunks_mut(per))
+            .map(Mutex::new)
             .collect();
+        exec.for_each_chunk(tasks.len(), 1, &|range| {
+            for i in range {
+                let mut task = tasks[i].lock().unwrap_or_else(|e| e.into_inner());
+                let (q, scale) = &mut *task;
+                for (t, s) in scale.iter_mut().enumerate() {
+                    let b = i * per + t;
+                    let row = &mut q[t * stride..t * stride + cols];
+                    *s = quantize_token_q8(&x[b * cols..(b + 1) * cols], row);
+                }
+            }
+        });
+        drop(tasks);
         Self::finish(batch, cols, stride, q, scale)
     }
 
@@ -129,28 +150,47 @@ impl<B> BlockActivations<B> {
 }
 
 /// Splits each row of `x` into blocks of `len` (the last one zero-padded) and
-/// builds one block per piece.
-fn quantize_blocks<B>(
+/// builds one block per piece, the tokens spread over `exec`'s threads.
+fn quantize_blocks<B: Copy + Send>(
+    exec: &Executor,
     x: &[f32],
     batch: usize,
     cols: usize,
     len: usize,
-    mut make: impl FnMut(&[f32]) -> B,
+    zero: B,
+    make: impl Fn(&[f32]) -> B + Sync,
 ) -> BlockActivations<B> {
     assert_eq!(x.len(), batch * cols, "activation length != batch * cols");
     let blocks_per_row = cols.div_ceil(len);
-    let blocks = aligned_from_iter((0..batch).flat_map(|b| {
-        let row = &x[b * cols..(b + 1) * cols];
-        (0..blocks_per_row)
-            .map(|i| make(&row[i * len..((i + 1) * len).min(cols)]))
-            .collect::<Vec<_>>()
-    }));
+    let mut blocks = aligned_filled(batch * blocks_per_row, zero);
+    let per = tokens_per_task(exec, batch);
+    let tasks: Vec<_> = blocks
+        .chunks_mut(per * blocks_per_row.max(1))
+        .map(Mutex::new)
+        .collect();
+    exec.for_each_chunk(tasks.len(), 1, &|range| {
+        for i in range {
+            let mut task = tasks[i].lock().unwrap_or_else(|e| e.into_inner());
+            for (j, block) in task.iter_mut().enumerate() {
+                let (b, k) = (i * per + j / blocks_per_row, j % blocks_per_row);
+                let row = &x[b * cols..(b + 1) * cols];
+                *block = make(&row[k * len..((k + 1) * len).min(cols)]);
+            }
+        }
+    });
+    drop(tasks);
     BlockActivations {
         batch,
         cols,
         blocks_per_row,
         blocks,
     }
+}
+
+/// Tokens per quantization task: one task per thread, none for a single
+/// token or thread (then the caller's thread does it all).
+fn tokens_per_task(exec: &Executor, batch: usize) -> usize {
+    batch.div_ceil(exec.n_threads().max(1)).max(1)
 }
 
 /// Builds block activations from int8 values (`batch * cols`) and one scale
@@ -186,7 +226,13 @@ pub type Q8_0Activations = BlockActivations<BlockQ8_0>;
 
 impl Q8KActivations {
     pub fn quantize(x: &[f32], batch: usize, cols: usize) -> Self {
-        quantize_blocks(x, batch, cols, Q8K_BLOCK_LEN, |piece| {
+        Self::quantize_on(&Executor::serial(), x, batch, cols)
+    }
+
+    /// [`Q8KActivations::quantize`] with the tokens spread over `exec`'s threads.
+    pub fn quantize_on(exec: &Executor, x: &[f32], batch: usize, cols: usize) -> Self {
+        let zero = BlockQ8K::new(0.0, [0; Q8K_BLOCK_LEN]);
+        quantize_blocks(exec, x, batch, cols, Q8K_BLOCK_LEN, zero, |piece| {
             let mut qs = [0i8; Q8K_BLOCK_LEN];
             let d = quantize_block_absmax_q8(piece, &mut qs);
             BlockQ8K::new(d, qs)
@@ -200,8 +246,18 @@ impl Q8KActivations {
 
 impl Q8_0Activations {
     pub fn quantize(x: &[f32], batch: usize, cols: usize) -> Self {
-        quantize_blocks(x, batch, cols, crate::formats::q8_0::BLOCK_LEN, |piece| {
-            let mut qs = [0i8; crate::formats::q8_0::BLOCK_LEN];
+        Self::quantize_on(&Executor::serial(), x, batch, cols)
+    }
+
+    /// [`Q8_0Activations::quantize`] with the tokens spread over `exec`'s threads.
+    pub fn quantize_on(exec: &Executor, x: &[f32], batch: usize, cols: usize) -> Self {
+        const LEN: usize = crate::formats::q8_0::BLOCK_LEN;
+        let zero = BlockQ8_0 {
+            d: f16::ZERO,
+            qs: [0; LEN],
+        };
+        quantize_blocks(exec, x, batch, cols, LEN, zero, |piece| {
+            let mut qs = [0i8; LEN];
             let d = quantize_block_absmax_q8(piece, &mut qs);
             BlockQ8_0 {
                 d: f16::from_f32(d),
@@ -260,10 +316,29 @@ pub enum Activations {
 impl Activations {
     /// Quantizes `x` (`batch` rows of `cols`) the way `scheme` prescribes.
     pub fn quantize(scheme: ActivationScheme, x: &[f32], batch: usize, cols: usize) -> Self {
+        Self::quantize_on(&Executor::serial(), scheme, x, batch, cols)
+    }
+
+    /// [`Activations::quantize`] with the tokens spread over `exec`'s threads
+    /// (the same values; a batch's quantization would otherwise stay serial
+    /// while the matrix products around it scale with the threads).
+    pub fn quantize_on(
+        exec: &Executor,
+        scheme: ActivationScheme,
+        x: &[f32],
+        batch: usize,
+        cols: usize,
+    ) -> Self {
         match scheme {
-            ActivationScheme::TokenQ8 => Activations::TokenQ8(TokenQ8::quantize(x, batch, cols)),
-            ActivationScheme::Q8K => Activations::Q8K(Q8KActivations::quantize(x, batch, cols)),
-            ActivationScheme::Q8_0 => Activations::Q8_0(Q8_0Activations::quantize(x, batch, cols)),
+            ActivationScheme::TokenQ8 => {
+                Activations::TokenQ8(TokenQ8::quantize_on(exec, x, batch, cols))
+            }
+            ActivationScheme::Q8K => {
+                Activations::Q8K(Q8KActivations::quantize_on(exec, x, batch, cols))
+            }
+            ActivationScheme::Q8_0 => {
+                Activations::Q8_0(Q8_0Activations::quantize_on(exec, x, batch, cols))
+            }
             ActivationScheme::F32 => Activations::F32(F32Activations::new(x, batch, cols)),
         }
     }
@@ -351,6 +426,35 @@ mod tests {
         }
         // The tail block holds 44 values and zero padding.
         assert!(a.blocks[1].qs[44..].iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn quantizing_on_threads_gives_the_serial_values() {
+        use crate::parallel::Threading;
+        let x: Vec<f32> = (0..8 * 300)
+            .map(|i| ((i * 37) % 101) as f32 - 50.5)
+            .collect();
+        for threads in [2, 3] {
+            let exec = Executor::new(Threading::Pool, threads, false).unwrap();
+            for batch in [1, 2, 3, 5, 8] {
+                let x = &x[..batch * 300];
+                let (a, b) = (
+                    TokenQ8::quantize(x, batch, 300),
+                    TokenQ8::quantize_on(&exec, x, batch, 300),
+                );
+                assert_eq!((&a.q[..], &a.scale, &a.sum), (&b.q[..], &b.scale, &b.sum));
+                let (a, b) = (
+                    Q8KActivations::quantize(x, batch, 300),
+                    Q8KActivations::quantize_on(&exec, x, batch, 300),
+                );
+                assert_eq!(&a.blocks[..], &b.blocks[..]);
+                let (a, b) = (
+                    Q8_0Activations::quantize(x, batch, 300),
+                    Q8_0Activations::quantize_on(&exec, x, batch, 300),
+                );
+                assert_eq!(&a.blocks[..], &b.blocks[..]);
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! fork-join per call would measure the threading, not the kernel. rayon is
 //! kept as a second strategy so that difference can be measured.
 
+use crate::activations::Activations;
 use crate::kernel::{Kernel, KernelError, OutputMatrix, PreparedInput, PreparedWeights};
 use std::any::Any;
 use std::fmt;
@@ -149,6 +150,8 @@ impl Executor {
         let n_chunks = n.div_ceil(chunk);
         let range = |c: usize| c * chunk..((c + 1) * chunk).min(n);
         match &self.inner {
+            // One chunk runs here: waking the workers would only add latency.
+            _ if n_chunks <= 1 => (0..n_chunks).for_each(|c| f(range(c))),
             Inner::Serial => (0..n_chunks).for_each(|c| f(range(c))),
             Inner::Pool(pool) => pool.run(n_chunks, &|c| f(range(c))),
             Inner::Rayon(pool) => pool.install(|| {
@@ -361,6 +364,20 @@ pub fn chunk_rows(rows: usize, n_threads: usize, row_tile: usize) -> usize {
     let tile = row_tile.max(1);
     let target = rows.div_ceil(n_threads.max(1) * 8);
     target.div_ceil(tile).max(1) * tile
+}
+
+/// `kernel`'s input for `x` (`batch` rows of `cols` values), the tokens'
+/// quantization spread over `exec`'s threads: the same input as
+/// [`Kernel::prepare_input_f32`], which quantizes on the caller's thread.
+pub fn prepare_input_on(
+    kernel: &dyn Kernel,
+    exec: &Executor,
+    x: &[f32],
+    batch: usize,
+    cols: usize,
+) -> PreparedInput {
+    let scheme = kernel.info().format.activation_scheme();
+    kernel.prepare_input(Activations::quantize_on(exec, scheme, x, batch, cols))
 }
 
 /// y = W x with `kernel`, rows split over `exec`'s threads. `y` is `[batch][rows]`.

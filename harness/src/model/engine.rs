@@ -23,7 +23,7 @@ use ternbench_kernels::formats::q6_k::Q6KMatrix;
 use ternbench_kernels::formats::q8_0::Q8_0Matrix;
 use ternbench_kernels::formats::{Format, Weights};
 use ternbench_kernels::kernel::pack_standard;
-use ternbench_kernels::parallel::{matmul, Executor};
+use ternbench_kernels::parallel::{matmul, prepare_input_on, Executor};
 use ternbench_kernels::{Kernel, PreparedWeights};
 
 /// The operations a forward pass is broken down into.
@@ -359,7 +359,7 @@ impl Model {
                     ops::rms_norm(r, &b.input_norm, c.norm_eps)
                 })
             });
-            let input = bd.time(QUANT, || kernel.prepare_input_f32(&h, n, hidden));
+            let input = bd.time(QUANT, || prepare_input_on(kernel, exec, &h, n, hidden));
             bd.time(QKV, || -> anyhow::Result<()> {
                 matmul(kernel, wq, &input, exec, &mut q)?;
                 matmul(kernel, wk, &input, exec, &mut k)?;
@@ -367,10 +367,12 @@ impl Model {
                 Ok(())
             })?;
             bd.time(ROPE, || {
-                for (t, angles) in angles.iter().enumerate() {
-                    ops::rope(&mut q[t * q_dim..(t + 1) * q_dim], c.head_dim, angles);
-                    ops::rope(&mut k[t * kv_dim..(t + 1) * kv_dim], c.head_dim, angles);
-                }
+                ops::par_rows(exec, &mut q, q_dim, &|t, r| {
+                    ops::rope(r, c.head_dim, &angles[t])
+                });
+                ops::par_rows(exec, &mut k, kv_dim, &|t, r| {
+                    ops::rope(r, c.head_dim, &angles[t])
+                });
             });
             bd.time(ATTENTION, || {
                 for t in 0..n {
@@ -404,33 +406,38 @@ impl Model {
                     ops::rms_norm(r, &b.attn_sub_norm, c.norm_eps)
                 })
             });
-            let input = bd.time(QUANT, || kernel.prepare_input_f32(&attn, n, q_dim));
+            let input = bd.time(QUANT, || prepare_input_on(kernel, exec, &attn, n, q_dim));
             bd.time(O_PROJ, || matmul(kernel, wo, &input, exec, &mut o))?;
-            bd.time(RESIDUAL, || x.iter_mut().zip(&o).for_each(|(a, b)| *a += b));
+            bd.time(RESIDUAL, || ops::add_rows(exec, &mut x, &o, hidden));
             h.copy_from_slice(&x);
             bd.time(NORM, || {
                 ops::par_rows(exec, &mut h, hidden, &|_, r| {
                     ops::rms_norm(r, &b.post_attention_norm, c.norm_eps)
                 })
             });
-            let input = bd.time(QUANT, || kernel.prepare_input_f32(&h, n, hidden));
+            let input = bd.time(QUANT, || prepare_input_on(kernel, exec, &h, n, hidden));
             bd.time(GATE_UP, || -> anyhow::Result<()> {
                 matmul(kernel, wg, &input, exec, &mut g)?;
                 matmul(kernel, wu, &input, exec, &mut u)?;
                 Ok(())
             })?;
-            bd.time(FFN_ACT, || match c.ffn_activation {
-                FfnActivation::Relu2Gated => ops::relu2_gate(&mut g, &u),
-                FfnActivation::SiluGated => ops::silu_gate(&mut g, &u),
+            bd.time(FFN_ACT, || {
+                let gate = match c.ffn_activation {
+                    FfnActivation::Relu2Gated => ops::relu2_gate,
+                    FfnActivation::SiluGated => ops::silu_gate,
+                };
+                ops::par_rows(exec, &mut g, ffn, &|t, r| {
+                    gate(r, &u[t * ffn..(t + 1) * ffn])
+                });
             });
             bd.time(NORM, || {
                 ops::par_rows(exec, &mut g, ffn, &|_, r| {
                     ops::rms_norm(r, &b.ffn_sub_norm, c.norm_eps)
                 })
             });
-            let input = bd.time(QUANT, || kernel.prepare_input_f32(&g, n, ffn));
+            let input = bd.time(QUANT, || prepare_input_on(kernel, exec, &g, n, ffn));
             bd.time(DOWN, || matmul(kernel, wd, &input, exec, &mut o))?;
-            bd.time(RESIDUAL, || x.iter_mut().zip(&o).for_each(|(a, b)| *a += b));
+            bd.time(RESIDUAL, || ops::add_rows(exec, &mut x, &o, hidden));
         }
         session.pos += n;
         if let Some(logits) = logits {

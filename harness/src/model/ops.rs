@@ -571,6 +571,16 @@ pub fn par_rows(
     });
 }
 
+/// x += y, row by row (`row_len` values each) in parallel: the residual
+/// connections of a batch.
+pub fn add_rows(exec: &Executor, x: &mut [f32], y: &[f32], row_len: usize) {
+    par_rows(exec, x, row_len, &|t, r| {
+        r.iter_mut()
+            .zip(&y[t * row_len..(t + 1) * row_len])
+            .for_each(|(a, b)| *a += b)
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
