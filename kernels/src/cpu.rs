@@ -20,6 +20,7 @@ pub enum CpuFeature {
     Avx512vnni,
     Avx512vbmi,
     AvxVnni,
+    AmxInt8,
     Neon,
     Dotprod,
     I8mm,
@@ -28,7 +29,7 @@ pub enum CpuFeature {
 
 impl CpuFeature {
     /// Every feature this module knows, in display order.
-    pub const ALL: [CpuFeature; 13] = [
+    pub const ALL: [CpuFeature; 14] = [
         CpuFeature::Avx2,
         CpuFeature::Fma,
         CpuFeature::F16c,
@@ -38,6 +39,7 @@ impl CpuFeature {
         CpuFeature::Avx512vnni,
         CpuFeature::Avx512vbmi,
         CpuFeature::AvxVnni,
+        CpuFeature::AmxInt8,
         CpuFeature::Neon,
         CpuFeature::Dotprod,
         CpuFeature::I8mm,
@@ -56,6 +58,7 @@ impl CpuFeature {
             CpuFeature::Avx512vnni => "avx512vnni",
             CpuFeature::Avx512vbmi => "avx512vbmi",
             CpuFeature::AvxVnni => "avxvnni",
+            CpuFeature::AmxInt8 => "amx-int8",
             CpuFeature::Neon => "neon",
             CpuFeature::Dotprod => "dotprod",
             CpuFeature::I8mm => "i8mm",
@@ -80,6 +83,7 @@ impl CpuFeature {
                 CpuFeature::Avx512vnni => std::arch::is_x86_feature_detected!("avx512vnni"),
                 CpuFeature::Avx512vbmi => std::arch::is_x86_feature_detected!("avx512vbmi"),
                 CpuFeature::AvxVnni => std::arch::is_x86_feature_detected!("avxvnni"),
+                CpuFeature::AmxInt8 => crate::x86_64::amx::detect(),
                 _ => false,
             }
         }

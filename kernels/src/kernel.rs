@@ -25,6 +25,7 @@ use crate::formats::tq1::Tq1Matrix;
 use crate::formats::tq2::Tq2Matrix;
 use crate::formats::{Format, TernaryMatrix, Weights};
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -36,6 +37,7 @@ pub enum Isa {
     Avx2,
     AvxVnni,
     Avx512,
+    Amx,
     Neon,
     Dotprod,
     I8mm,
@@ -48,6 +50,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::AvxVnni => "avxvnni",
             Isa::Avx512 => "avx512",
+            Isa::Amx => "amx",
             Isa::Neon => "neon",
             Isa::Dotprod => "dotprod",
             Isa::I8mm => "i8mm",
@@ -187,6 +190,15 @@ impl PreparedInput {
     }
     pub fn cols(&self) -> usize {
         self.act.cols()
+    }
+
+    /// The derived form of the input a kernel's `prepare_input` stored, or,
+    /// for an input another kernel prepared, `build()`'s (for this call only).
+    pub fn derived_or<T: Clone + 'static>(&self, build: impl FnOnce() -> T) -> Cow<'_, T> {
+        match self.derived.as_ref().and_then(|d| d.downcast_ref::<T>()) {
+            Some(d) => Cow::Borrowed(d),
+            None => Cow::Owned(build()),
+        }
     }
 }
 

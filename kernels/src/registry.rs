@@ -93,6 +93,7 @@ fn isa_rank(isa: Isa) -> u8 {
         Isa::Avx2 | Isa::Neon => 1,
         Isa::AvxVnni | Isa::Dotprod => 2,
         Isa::Avx512 | Isa::I8mm => 3,
+        Isa::Amx => 4,
     }
 }
 

@@ -158,7 +158,7 @@ fn x86_baseline_cpu_gets_only_scalar_kernels_and_no_sigill() {
     println!("detected CPU features: {}", detected.names().join(" "));
     use CpuFeature::*;
     for f in [
-        Avx2, Fma, F16c, Avx512f, Avx512bw, Avx512vl, Avx512vnni, Avx512vbmi, AvxVnni,
+        Avx2, Fma, F16c, Avx512f, Avx512bw, Avx512vl, Avx512vnni, Avx512vbmi, AvxVnni, AmxInt8,
     ] {
         assert!(!detected.has(f), "{f} detected on an emulated Nehalem");
     }

@@ -175,6 +175,16 @@ fn exact_scale_activations(
     }
 }
 
+/// The reference's y for `w` in `format`, as the f32 values kernels must give.
+fn reference_y(format: Format, w: &Weights, act: &Activations) -> Vec<f32> {
+    let standard = pack_standard("test", format, w).unwrap();
+    reference(&standard, act)
+        .y
+        .iter()
+        .map(|&v| v as f32)
+        .collect()
+}
+
 /// Runs `kernel` on the given executor and returns y ([batch][rows]).
 fn run(kernel: &dyn Kernel, w: &Weights, act: &Activations, exec: &Executor) -> Vec<f32> {
     let prepared = kernel.prepare(w).expect("prepare");
@@ -223,12 +233,7 @@ fn exact_scale_inputs_give_bit_identical_outputs_for_every_kernel() {
                     ][(rows * 3 + cols + batch) % 4];
                     let w = exact_scale_weights(format, rows, cols, wp, &mut rng);
                     let act = exact_scale_activations(scheme, batch, cols, ap, &mut rng);
-                    let standard = pack_standard("test", format, &w).unwrap();
-                    let want: Vec<f32> = reference(&standard, &act)
-                        .y
-                        .iter()
-                        .map(|&v| v as f32)
-                        .collect();
+                    let want = reference_y(format, &w, &act);
                     for kernel in kernels.iter().filter(|k| k.info().format == format) {
                         for exec in [&serial, &threaded] {
                             let got = run(*kernel, &w, &act, exec);
@@ -291,6 +296,43 @@ fn check_random(
     match v.first_failure {
         None => Ok(()),
         Some(why) => Err(format!("{rows}x{cols} batch {batch} seed {seed}: {why}")),
+    }
+}
+
+/// Batches of 16 tokens and more (the AMX kernels' tiles, 2 x 16 rows by
+/// 2 x 16 tokens; partial tiles of both), bit for bit against the reference,
+/// extreme activations included.
+#[test]
+fn tile_sized_batches_are_exact() {
+    use ActPattern::{AllMax, AllMin, Random as RandomActs};
+    use WeightPattern::{AllNegative, AllPositive, Random};
+    let mut rng = Pcg64::seed_from_u64(0x711e);
+    let threaded = Executor::new(Threading::Pool, 3, false).unwrap();
+    let kernels = available_lossless();
+    let cases = [
+        (Format::I2s, 33, 256, 16, Random, RandomActs),
+        (Format::I2s, 40, 384, 33, Random, RandomActs),
+        (Format::Tq2, 70, 1000, 50, Random, RandomActs),
+        (Format::I2s, 70, 1000, 50, Random, RandomActs),
+        (Format::I2s, 16, 6912, 17, Random, RandomActs),
+        (Format::I2s, 34, 2560, 20, AllPositive, AllMin),
+        (Format::I2s, 34, 2560, 20, AllNegative, AllMax),
+    ];
+    for (format, rows, cols, batch, wp, ap) in cases {
+        let cols = fit_cols(format, cols);
+        let w = exact_scale_weights(format, rows, cols, wp, &mut rng);
+        let act = exact_scale_activations(format.activation_scheme(), batch, cols, ap, &mut rng);
+        let want = reference_y(format, &w, &act);
+        for kernel in kernels.iter().filter(|k| k.info().format == format) {
+            for exec in [&Executor::serial(), &threaded] {
+                let got = run(*kernel, &w, &act, exec);
+                let name = kernel.info().name;
+                let threads = exec.n_threads();
+                assert_same_bits(&got, &want, || {
+                    format!("{name} {rows}x{cols} batch {batch} {wp:?}/{ap:?} x{threads}")
+                });
+            }
+        }
     }
 }
 

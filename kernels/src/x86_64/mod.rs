@@ -1,4 +1,4 @@
-//! x86-64 SIMD kernels (AVX2, AVX-512). Each ISA is one submodule with the
+//! x86-64 SIMD kernels (AVX2, AVX-512, AMX). Each ISA is one submodule with the
 //! same surface as [`crate::scalar`]: one file per format, each exporting a
 //! unit struct implementing [`crate::Kernel`], collected in the ISA's `KERNELS`.
 //!
@@ -18,6 +18,7 @@
 use crate::kernel::{Kernel, KernelInfo};
 use core::arch::x86_64::_mm_prefetch;
 
+pub mod amx;
 pub mod avx2;
 pub mod avx512;
 pub(crate) mod peak;
@@ -28,6 +29,7 @@ pub mod prep;
 pub static KERNELS: &[&dyn Kernel] = &[
     &avx2::i2s::I2s,
     &avx512::i2s::I2s,
+    &amx::i2s::I2s,
     &avx2::tq2::Tq2,
     &avx512::tq2::Tq2,
     &avx2::tq1::Tq1,

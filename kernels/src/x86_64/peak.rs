@@ -1,6 +1,8 @@
 //! x86-64 compute-roof probes (see [`crate::peak`]): `vpdpbusd` on 512-bit
 //! registers and f32 FMA for the AVX-512 kernels, `vpmaddubsw` accumulated in
-//! 16-bit lanes (`vpaddw`) and f32 FMA for the AVX2 kernels.
+//! 16-bit lanes (`vpaddw`) and f32 FMA for the AVX2 kernels, AMX `tdpbusd`
+//! on tiles already loaded for the AMX kernels (their loop also loads a
+//! tile per `tdpbusd`, so it cannot reach this roof).
 //!
 //! The AVX2 probe leaves out the `vpmaddwd` that widens 16-bit sums to 32
 //! bits: kernels amortise it over several blocks, and on cores with one
@@ -63,6 +65,15 @@ pub(crate) static PROBES: &[PeakProbe] = &[
         AVX512,
         CHAINS as u64 * 32,
         fma_zmm,
+    ),
+    // 16 x 16 x 64 u8 x s8 products per tdpbusd, 4 per round: 131072 ops.
+    PeakProbe::new(
+        "tdpbusd-tmm",
+        Isa::Amx,
+        PeakKind::Int8Dot,
+        &[CpuFeature::AmxInt8],
+        4 * 16 * 16 * 64 * 2,
+        tdpbusd_tmm,
     ),
 ];
 
@@ -153,6 +164,12 @@ fn fma_zmm_avx512(iters: u64) -> u64 {
     _mm512_reduce_add_ps(s).to_bits() as u64
 }
 
+fn tdpbusd_tmm(iters: u64) -> u64 {
+    // SAFETY: reachable only through `PeakProbe::run`, which checks AMX-INT8
+    // (detected with the tile permission granted).
+    unsafe { crate::x86_64::amx::tdpbusd_rounds(iters) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +189,11 @@ mod tests {
         if let Some(sum) = p.run(10) {
             // vpdpbusd: each of 16 lanes gains 4 products (-24); 16 lanes summed.
             assert_eq!(sum as u32 as i32, -24 * 16 * CHAINS as i32 * 10);
+        }
+        let p = &PROBES[4];
+        if let Some(sum) = p.run(10) {
+            // tdpbusd: element 0 of each of 4 tiles gains 64 products (-384).
+            assert_eq!(sum as i64, -384 * 4 * 10);
         }
     }
 }

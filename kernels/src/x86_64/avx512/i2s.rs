@@ -84,25 +84,13 @@ impl Kernel for I2s {
             m.packed.cols <= MAX_COLS,
             "i2s-avx512: rows longer than {MAX_COLS} columns"
         );
-        // An input prepared by another kernel lacks the reordered copy.
-        let owned;
-        let inter = match x
-            .derived
-            .as_ref()
-            .and_then(|d| d.downcast_ref::<InterleavedRows>())
-        {
-            Some(d) => d,
-            None => {
-                owned = InterleavedRows::new(&act.q, act.stride);
-                &owned
-            }
-        };
+        let inter = x.derived_or(|| InterleavedRows::new(&act.q, act.stride));
         assert!(inter.stride >= m.packed.blocks_per_row.div_ceil(2) * 256);
         assert!(inter.q.len() >= act.batch * inter.stride);
         assert!(out.rows().end <= m.packed.rows);
         // SAFETY: ensure_features checked every feature the entry point
         // enables; the asserts above bound every weight and activation read.
-        unsafe { compute_avx512(m, act, inter, out) }
+        unsafe { compute_avx512(m, act, &inter, out) }
     }
 }
 
@@ -111,7 +99,7 @@ impl Kernel for I2s {
 /// `act.batch` rows of at least `ceil(blocks_per_row / 2) * 256` elements and
 /// `out.rows()` must lie inside the matrix.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn compute_avx512(
+pub(crate) unsafe fn compute_avx512(
     m: &I2sMatrix,
     act: &TokenQ8,
     inter: &InterleavedRows,
@@ -191,7 +179,7 @@ unsafe fn compute_avx512(
 /// `w` must point at a row of `nblocks` I2_S blocks and `2p < nblocks`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn load_pair(w: *const u8, p: usize, nblocks: usize) -> __m512i {
+pub(crate) unsafe fn load_pair(w: *const u8, p: usize, nblocks: usize) -> __m512i {
     // SAFETY: block 2p exists; block 2p+1 is read only when it exists.
     unsafe {
         if 2 * p + 1 < nblocks {
@@ -250,7 +238,7 @@ unsafe fn gemv_rows<const R: usize>(
 /// Codes (0..2) of group `k` (elements 32k..32k+32 of each block) of a pair.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn codes_of(wv: __m512i, k: usize) -> __m512i {
+pub(crate) fn codes_of(wv: __m512i, k: usize) -> __m512i {
     let three = _mm512_set1_epi8(3);
     let shifted = match k {
         0 => _mm512_srli_epi16::<6>(wv),
