@@ -450,18 +450,58 @@ mod avx2 {
                 *s /= sum;
             }
         }
-        for c in (0..d).step_by(8) {
-            let mut acc = [_mm256_setzero_ps(); G];
-            for p in 0..n {
-                // SAFETY: row p holds d elements from at(p) (caller).
-                let v = unsafe { load8::<HALF>(values, at(p) + c) };
-                for (h, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm256_fmadd_ps(_mm256_set1_ps(w[h * n + p]), v, *acc);
+        // Two 8-column groups per pass over the positions: 2G independent
+        // accumulators (one chain per head and group waited on the FMA
+        // latency), each weight broadcast once for both groups.
+        let mut c = 0;
+        while c + 16 <= d {
+            // SAFETY: as this function's (c + 16 <= d).
+            unsafe { value_sums::<HALF, G, 2>(values, &at, n, &w, c, d, out) };
+            c += 16;
+        }
+        if c < d {
+            // SAFETY: as this function's (c + 8 <= d: d is a multiple of 8).
+            unsafe { value_sums::<HALF, G, 1>(values, &at, n, &w, c, d, out) };
+        }
+    }
+
+    /// out[h][c..c + 8C] = sum over positions p of w[h n + p] v_p[c..c + 8C]
+    /// for the G heads; each (head, column) sum runs over p in order.
+    ///
+    /// # Safety
+    /// CPU features as [`attend_group`]; the value rows at `at(p)` (p < n)
+    /// hold `c + 8C` elements; `w` holds G x n weights and `out` G rows of
+    /// d >= c + 8C.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn value_sums<const HALF: bool, const G: usize, const C: usize>(
+        values: *const u8,
+        at: &impl Fn(usize) -> usize,
+        n: usize,
+        w: &[f32],
+        c: usize,
+        d: usize,
+        out: &mut [f32],
+    ) {
+        assert!(w.len() >= G * n && out.len() >= G * d && c + 8 * C <= d);
+        let mut acc = [[_mm256_setzero_ps(); C]; G];
+        for p in 0..n {
+            // SAFETY: row p holds c + 8C elements from at(p) (caller).
+            let v: [__m256; C] =
+                std::array::from_fn(|j| unsafe { load8::<HALF>(values, at(p) + c + 8 * j) });
+            for (h, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: h n + p < G n <= w.len() (asserted).
+                let weight = _mm256_set1_ps(unsafe { *w.get_unchecked(h * n + p) });
+                for (a, v) in acc.iter_mut().zip(&v) {
+                    *a = _mm256_fmadd_ps(weight, *v, *a);
                 }
             }
-            for (h, acc) in acc.iter().enumerate() {
-                // SAFETY: out holds G rows of d; c + 8 <= d.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(h * d + c), *acc) };
+        }
+        for (h, acc) in acc.iter().enumerate() {
+            for (j, a) in acc.iter().enumerate() {
+                // SAFETY: out holds G rows of d >= c + 8C (asserted).
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(h * d + c + 8 * j), *a) };
             }
         }
     }

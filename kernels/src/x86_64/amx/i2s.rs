@@ -68,13 +68,12 @@ impl TileInput {
         let steps = act.stride / TILE_K;
         let token_tiles = act.batch.div_ceil(TILE_ROWS).next_multiple_of(2);
         let mut tiles = aligned_filled(token_tiles * steps * TILE_BYTES / 4, 0u32);
+        let mut words = vec![0u32; act.stride / 4];
         for b in 0..act.batch {
             let (t, n) = (b / TILE_ROWS, b % TILE_ROWS);
-            let words: Vec<u32> = act
-                .row(b)
-                .chunks_exact(4)
-                .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]].map(|v| v as u8)))
-                .collect();
+            for (word, four) in words.iter_mut().zip(act.row(b).chunks_exact(4)) {
+                *word = u32::from_ne_bytes([four[0], four[1], four[2], four[3]].map(|v| v as u8));
+            }
             // Step 4c + k holds the interleaved order of chunk c (see
             // `interleave_halves`): its 16 words are words 8k..8k+8 of the
             // chunk's first half and the same of its second half.
