@@ -9,7 +9,10 @@
 //! - GEMV ([`tq_gemv`]): `R` rows (the kernel's `row_tile`) share each
 //!   block's activations; per block, the rows' 8-lane dot products are
 //!   reduced together ([`hsum4_epi32`]). The next rows are prefetched
-//!   in address order ([`InOrderPrefetch`]).
+//!   into L2 in address order ([`InOrderPrefetch`]; into L1 instead, the
+//!   2B4T lm_head from DRAM took 27.3 ms instead of 20.8-21.1 at 1 thread on
+//!   a Sapphire-Rapids-class Xeon, q6_k and tq2 at 2560x6912 15-22% longer;
+//!   on Zen 4 the two were within noise).
 //! - GEMM ([`tq_gemm`]): per row and block, the codes are unpacked once and
 //!   multiplied with 4 tokens' activations, whose sums are reduced together.
 //!
@@ -147,7 +150,7 @@ unsafe fn tq_gemv<C, const R: usize>(
             // SAFETY: block b of token 0 is readable (caller).
             let ab = unsafe { a.add(b * a_bytes) };
             if let Some(pf) = next.as_mut() {
-                pf.upto::<_MM_HINT_T0>((b + 1) * R * bytes);
+                pf.upto::<_MM_HINT_T1>((b + 1) * R * bytes);
             }
             let s: [__m256i; R] = core::array::from_fn(|i| {
                 // SAFETY: block b of each row lies in the matrix (caller).
