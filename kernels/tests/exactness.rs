@@ -300,8 +300,8 @@ fn check_random(
 }
 
 /// Batches of 16 tokens and more (the AMX kernels' tiles, 2 x 16 rows by
-/// 2 x 16 tokens; partial tiles of both), bit for bit against the reference,
-/// extreme activations included.
+/// 2 x 16 tokens; partial tiles of both; f16-avx512's 32-row panels),
+/// bit for bit against the reference, extreme activations included.
 #[test]
 fn tile_sized_batches_are_exact() {
     use ActPattern::{AllMax, AllMin, Random as RandomActs};
@@ -314,6 +314,7 @@ fn tile_sized_batches_are_exact() {
         (Format::I2s, 40, 384, 33, Random, RandomActs),
         (Format::Tq2, 70, 1000, 50, Random, RandomActs),
         (Format::I2s, 70, 1000, 50, Random, RandomActs),
+        (Format::F16, 70, 1000, 50, Random, RandomActs),
         (Format::I2s, 16, 6912, 17, Random, RandomActs),
         (Format::I2s, 34, 2560, 20, AllPositive, AllMin),
         (Format::I2s, 34, 2560, 20, AllNegative, AllMax),

@@ -20,6 +20,9 @@ use core::arch::x86_64::*;
 
 const ROWS: usize = 4;
 const TOKENS: usize = 6;
+/// Rows per GEMM panel (32 rows of 6912 f16 and 6 tokens' activations fit
+/// a 1 MiB L2).
+const PANEL_ROWS: usize = 32;
 
 pub struct F16;
 
@@ -79,26 +82,35 @@ unsafe fn compute_avx512(m: &F16Matrix, act: &F32Activations, out: &mut OutputTi
         }
         return;
     }
-    let mut r = rows.start;
-    while r < rows.end {
-        let n = (rows.end - r).min(ROWS);
-        let w: [*const u16; ROWS] = core::array::from_fn(|i| row_ptr(r + i.min(n - 1)));
+    // Panels of PANEL_ROWS rows: a token group's activations stay in L2
+    // while the panel's row tiles pass over them, and the panel stays in L2
+    // for all token groups (row tile by row tile over all tokens read every
+    // token's activations again per tile: 3.5 MB at batch 128 x 6912).
+    let mut panel = rows.start;
+    while panel < rows.end {
+        let panel_end = (panel + PANEL_ROWS).min(rows.end);
         let mut t = 0;
         while t < out.batch() {
             let nt = (out.batch() - t).min(TOKENS);
             let x: [*const f32; TOKENS] =
                 core::array::from_fn(|j| act.row(t + j.min(nt - 1)).as_ptr());
-            // SAFETY: as above; repeated rows/tokens are valid duplicates.
-            let acc = unsafe { gemm_tile(w, x, stride) };
-            for j in 0..nt {
-                let yt = out.row_mut(t + j);
-                for i in 0..n {
-                    yt[r - rows.start + i] = _mm512_reduce_add_ps(acc[i][j]);
+            let mut r = panel;
+            while r < panel_end {
+                let n = (panel_end - r).min(ROWS);
+                let w: [*const u16; ROWS] = core::array::from_fn(|i| row_ptr(r + i.min(n - 1)));
+                // SAFETY: as above; repeated rows/tokens are valid duplicates.
+                let acc = unsafe { gemm_tile(w, x, stride) };
+                for j in 0..nt {
+                    let yt = out.row_mut(t + j);
+                    for i in 0..n {
+                        yt[r - rows.start + i] = _mm512_reduce_add_ps(acc[i][j]);
+                    }
                 }
+                r += n;
             }
             t += nt;
         }
-        r += n;
+        panel = panel_end;
     }
 }
 
