@@ -10,7 +10,6 @@ use crate::formats::{aligned_filled, aligned_from_iter, padded_len, ActivationSc
 use crate::parallel::Executor;
 use crate::quant::{quantize_block_absmax_q8, quantize_token_q8, sum_i8};
 use half::f16;
-use std::sync::Mutex;
 
 /// Rows of token-quantized activations are padded with zeros to a multiple of
 /// this, so kernels with blocks up to this length never read past a row.
@@ -49,23 +48,17 @@ impl TokenQ8 {
         let mut q = aligned_filled(batch * stride, 0i8);
         let mut scale = vec![0.0f32; batch];
         let per = tokens_per_task(exec, batch);
-        let tasks: Vec<_> = q
+        let tasks = q
             .chunks_mut(per * stride.max(1))
             .zip(scale.chunks_mut(per))
-            .map(Mutex::new)
             .collect();
-        exec.for_each_chunk(tasks.len(), 1, &|range| {
-            for i in range {
-                let mut task = tasks[i].lock().unwrap_or_else(|e| e.into_inner());
-                let (q, scale) = &mut *task;
-                for (t, s) in scale.iter_mut().enumerate() {
-                    let b = i * per + t;
-                    let row = &mut q[t * stride..t * stride + cols];
-                    *s = quantize_token_q8(&x[b * cols..(b + 1) * cols], row);
-                }
+        exec.for_each_task(tasks, |i, (q, scale)| {
+            for (t, s) in scale.iter_mut().enumerate() {
+                let b = i * per + t;
+                let row = &mut q[t * stride..t * stride + cols];
+                *s = quantize_token_q8(&x[b * cols..(b + 1) * cols], row);
             }
         });
-        drop(tasks);
         Self::finish(batch, cols, stride, q, scale)
     }
 
@@ -164,21 +157,14 @@ fn quantize_blocks<B: Copy + Send>(
     let blocks_per_row = cols.div_ceil(len);
     let mut blocks = aligned_filled(batch * blocks_per_row, zero);
     let per = tokens_per_task(exec, batch);
-    let tasks: Vec<_> = blocks
-        .chunks_mut(per * blocks_per_row.max(1))
-        .map(Mutex::new)
-        .collect();
-    exec.for_each_chunk(tasks.len(), 1, &|range| {
-        for i in range {
-            let mut task = tasks[i].lock().unwrap_or_else(|e| e.into_inner());
-            for (j, block) in task.iter_mut().enumerate() {
-                let (b, k) = (i * per + j / blocks_per_row, j % blocks_per_row);
-                let row = &x[b * cols..(b + 1) * cols];
-                *block = make(&row[k * len..((k + 1) * len).min(cols)]);
-            }
+    let tasks = blocks.chunks_mut(per * blocks_per_row.max(1)).collect();
+    exec.for_each_task(tasks, |i, task: &mut &mut [B]| {
+        for (j, block) in task.iter_mut().enumerate() {
+            let (b, k) = (i * per + j / blocks_per_row, j % blocks_per_row);
+            let row = &x[b * cols..(b + 1) * cols];
+            *block = make(&row[k * len..((k + 1) * len).min(cols)]);
         }
     });
-    drop(tasks);
     BlockActivations {
         batch,
         cols,

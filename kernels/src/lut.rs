@@ -337,29 +337,13 @@ impl Kernel for LutKernel {
         }
         let act = x.act.token_q8();
         let format = self.info.format;
-        // An input prepared by another kernel lacks the tables.
-        let derived = x.derived.as_ref();
-        let (owned_split, owned_lossy);
+        let (split, lossy);
         let tables = if self.lossy() {
-            Tables::Lossy(
-                match derived.and_then(|d| d.downcast_ref::<LossyTables>()) {
-                    Some(t) => t,
-                    None => {
-                        owned_lossy = LossyTables::new(format, act);
-                        &owned_lossy
-                    }
-                },
-            )
+            lossy = x.derived_or(|| LossyTables::new(format, act));
+            Tables::Lossy(&lossy)
         } else {
-            Tables::Split(
-                match derived.and_then(|d| d.downcast_ref::<SplitTables>()) {
-                    Some(t) => t,
-                    None => {
-                        owned_split = tables_for(format, &x.act);
-                        &owned_split
-                    }
-                },
-            )
+            split = x.derived_or(|| tables_for(format, &x.act));
+            Tables::Split(&split)
         };
         let (plain_bytes, signed_bytes) = self.chunk_bytes();
         let plain = |idx: *const u8, chunks: usize, tbl_offset: usize, b_shift: u32| Part {

@@ -142,6 +142,18 @@ impl Executor {
         self.pinned
     }
 
+    /// Runs `f(i, &mut tasks[i])` once for each task, the tasks spread over
+    /// the threads (each taken by one of them): work on disjoint pieces of
+    /// a buffer, such as the tokens of an activation matrix.
+    pub fn for_each_task<T: Send>(&self, tasks: Vec<T>, f: impl Fn(usize, &mut T) + Sync) {
+        let tasks: Vec<Mutex<T>> = tasks.into_iter().map(Mutex::new).collect();
+        self.for_each_chunk(tasks.len(), 1, &|range| {
+            for i in range {
+                f(i, &mut tasks[i].lock().unwrap_or_else(|e| e.into_inner()));
+            }
+        });
+    }
+
     /// Calls `f` on the chunks `[i*chunk, min((i+1)*chunk, n))` of `0..n`, each
     /// exactly once, spread over the executor's threads; returns when all are
     /// done. A panic in `f` is propagated after every thread has stopped.
