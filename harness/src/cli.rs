@@ -364,7 +364,7 @@ fn run_bandwidth(args: BandwidthArgs) -> anyhow::Result<()> {
     // (probe, isa, threads, value, unit)
     let mut lines: Vec<(&str, &str, usize, f64, &str)> = Vec::new();
     for (&t, &gbs) in &roof.read_gbs {
-        lines.push(("read", "-", t, gbs, "GB/s"));
+        lines.push(("read", peak::read_isa().name(), t, gbs, "GB/s"));
     }
     for probe in peak::all().iter().filter(|p| p.is_available()) {
         for &t in &threads {

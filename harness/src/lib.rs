@@ -6,6 +6,7 @@
 //! - [`config`]: benchmark configurations (TOML);
 //! - [`sweep`]: running a configuration (resume, progress bar, report);
 //! - [`model`]: whole models: architectures, weights, forward pass, `ternbench model`;
+//! - [`huge_pages`]: the binary's allocator, large allocations on 2 MiB pages;
 //! - [`measure`]: timing, statistics, system information;
 //! - [`synth`]: seeded synthetic weights and activations of real shapes;
 //! - [`output`]: result rows, CSV and tables;
@@ -14,6 +15,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod huge_pages;
 pub mod layer;
 pub mod measure;
 pub mod model;

@@ -37,6 +37,9 @@ pub struct Row {
     pub n_logical_cpus: usize,
     /// The OS kernel version.
     pub os_kernel: String,
+    /// What backed large allocations: the system's transparent-huge-page
+    /// mode and whether ternbench advised them (see [`crate::huge_pages`]).
+    pub huge_pages: String,
     /// Read bandwidth measured in the same run at this thread count (GB/s), if
     /// probed: for `layer --cold` rows the probe timed interleaved with the
     /// group's kernels, for `model` tg rows the mean of probes taken just
@@ -121,6 +124,7 @@ impl Row {
             cpu_vendor: sys.cpu_vendor.clone(),
             n_logical_cpus: sys.logical_cpus,
             os_kernel: sys.kernel.clone(),
+            huge_pages: sys.huge_pages.clone(),
             mem_bandwidth_gbs: None,
             kernel: String::new(),
             kernel_isa: String::new(),

@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 use ternbench_kernels::parallel::{Executor, ExecutorError, Threading};
+use ternbench_kernels::peak::sum_words;
 
 /// Bytes read per pass: at least 8x the last-level cache and 512 MiB, or
 /// `TERNBENCH_PROBE_MIB` MiB when that variable is set (for the end-to-end
@@ -22,20 +23,6 @@ pub fn probe_bytes(last_level_cache: u64) -> usize {
         return mib << 20;
     }
     (last_level_cache.saturating_mul(8)).max(512 << 20) as usize
-}
-
-/// Sums a slice of u64 with 8 independent accumulators (so loads, not the
-/// adds' dependency chain, bound the loop).
-fn sum_words(words: &[u64]) -> u64 {
-    let mut acc = [0u64; 8];
-    let chunks = words.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, &w) in acc.iter_mut().zip(c) {
-            *a = a.wrapping_add(w);
-        }
-    }
-    acc.iter().chain(tail).fold(0u64, |s, &v| s.wrapping_add(v))
 }
 
 /// Read bandwidth in GB/s with `threads` threads, best of `passes` passes over `buffer`.

@@ -22,6 +22,8 @@ pub struct SystemInfo {
     pub memory_bytes: u64,
     pub os: String,
     pub kernel: String,
+    /// See [`crate::huge_pages::status`].
+    pub huge_pages: String,
     pub rustc: String,
     pub commit: String,
 }
@@ -61,6 +63,7 @@ impl SystemInfo {
             memory_bytes: sys.as_ref().map_or(0, |s| s.total_memory()),
             os: System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.into()),
             kernel: System::kernel_version().unwrap_or_else(|_| "unknown".into()),
+            huge_pages: crate::huge_pages::status(),
             rustc: env!("TERNBENCH_RUSTC").to_string(),
             commit: env!("TERNBENCH_COMMIT").to_string(),
         }
