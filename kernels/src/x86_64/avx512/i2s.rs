@@ -18,7 +18,13 @@
 //!   while these are computed ([`InOrderPrefetch`]; from DRAM 1.8x faster at
 //!   6912x2560 on Zen 4 than the rows' own prefetch; 4 tiles into L2 a
 //!   further 1.2x over the next tile into L1: a 2.5 KB tile takes this loop
-//!   ~70 ns, less than a DRAM access).
+//!   ~70 ns, less than a DRAM access). One line is prefetched beside each
+//!   row's load: the same 4 lines as a burst at the top of each step left
+//!   the stream at 12.8 GB/s on a Sapphire-Rapids-class Xeon (read probe
+//!   18), spread they give 15.0-16.0 (6912x2560 `--cold`, 1 thread: 346 ->
+//!   290 us; a microbenchmark of this loop's loads and arithmetic: 13.2 ->
+//!   18.1 GB/s), at a cost of 5-8% in L2 (2560x2560 hot: 42.5-44.6 -> 46-47
+//!   us).
 //! - GEMM (batch > 1): the codes of 4 rows are shifted down to 0..2 once
 //!   into a buffer (a byte per weight, in L1 or L2) and read back for every
 //!   group of 6 tokens; a 4-row x 6-token tile keeps 24 accumulators in
@@ -216,10 +222,12 @@ unsafe fn gemv_rows<const R: usize>(
         let av: [__m512i; 4] = std::array::from_fn(|k| unsafe {
             _mm512_loadu_si512(a.add(256 * p + 64 * k) as *const _)
         });
-        if let Some(pf) = next.as_mut() {
-            pf.upto::<_MM_HINT_T1>((p + 1) * R * 64);
-        }
         for i in 0..R {
+            // One line beside each row's load: the same lines as a burst of
+            // R at the top of the step, but spread among the arithmetic.
+            if let Some(pf) = next.as_mut() {
+                pf.upto::<_MM_HINT_T1>((p * R + i + 1) * 64);
+            }
             // SAFETY: 2p < nblocks.
             let wv = unsafe { load_pair(w[i], p, nblocks) };
             for k in 0..4 {
