@@ -82,11 +82,20 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`. Fresh mappings are zero without a write, so
-        // the advice still comes before the first touch.
-        let ptr = unsafe { System.alloc_zeroed(Self::system_layout(layout)) };
-        Self::advise(ptr, layout.size());
-        ptr
+        if layout.size() < HUGE_PAGE {
+            // SAFETY: as for `alloc`; small layouts go to System unchanged.
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        // The system allocator zeroes over-aligned memory with a write, which
+        // would touch the pages before the advice: advise first, then zero.
+        // SAFETY: as for `alloc`; the write stays inside the allocation.
+        unsafe {
+            let ptr = self.alloc(layout);
+            if !ptr.is_null() {
+                std::ptr::write_bytes(ptr, 0, layout.size());
+            }
+            ptr
+        }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
