@@ -85,7 +85,7 @@ pub fn all() -> &'static [PeakProbe] {
 
 /// The wrapping sum of `words`, read the fastest plain way found: the
 /// widest vector loads, each step prefetching the lines a little ahead into
-/// L2 as the GEMV kernels prefetch their weights. The read-bandwidth probe
+/// L2, as the GEMV kernels prefetch their weights. The read-bandwidth probe
 /// is built on it, so a kernel's fraction of the bandwidth roof compares it
 /// with a stream at least as well fed as its own. (With the compiler's
 /// 16-byte loop the probe read 14.9 GB/s at 1 thread on a

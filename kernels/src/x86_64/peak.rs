@@ -77,8 +77,7 @@ pub(crate) static PROBES: &[PeakProbe] = &[
     ),
 ];
 
-/// Bytes ahead of the loads that [`sum_words`] prefetches into L2 (the
-/// kernels' GEMVs prefetch their weights the same way). On a
+/// Bytes ahead of the loads that [`sum_words`] prefetches into L2. On a
 /// Sapphire-Rapids-class Xeon (KVM guest), 1 thread, 1 GiB on 2 MiB pages,
 /// loops interleaved in one process: plain 512-bit loads 15.0-15.6 GB/s,
 /// the compiler's SSE2 loop 17.4-17.7, prefetching 1-2 KB ahead 18.3-18.8,
@@ -109,26 +108,34 @@ pub(crate) fn sum_words(words: &[u64]) -> u64 {
     }
 }
 
+/// Prefetches into L2 the 4 lines [`READ_PREFETCH_BYTES`] past the start of
+/// a 256-byte step (a prefetch never faults, whatever the address).
+#[inline(always)]
+fn prefetch_step_ahead(step: *const u64) {
+    for k in 0..4 {
+        let line = step.wrapping_byte_add(READ_PREFETCH_BYTES + 64 * k);
+        // SAFETY: SSE is part of the x86-64 baseline; a prefetch is a hint
+        // that never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(line as *const i8) };
+    }
+}
+
 /// Wrapping sum of `words`: per 256-byte step, the 4 lines
 /// [`READ_PREFETCH_BYTES`] ahead are prefetched into L2, then the step's 4
 /// vectors are added. (Each prefetch next to its load instead read 15.0
 /// GB/s, two steps unrolled 17.2-17.5, where this reads 18.8: the order of
-/// the instructions matters.)
+/// the instructions matters. With arithmetic between the loads, as in the
+/// GEMVs, the opposite holds: see the i2s-avx512 GEMV.)
 #[target_feature(enable = "avx512f")]
 fn sum_words_avx512(words: &[u64]) -> u64 {
     let steps = words.len() / 32;
     let p = words.as_ptr();
     let mut acc = [_mm512_setzero_si512(); 4];
     for s in 0..steps {
-        // SAFETY: a prefetch never faults, whatever the address; step s
-        // reads words 32s..32s+32, which lie inside `words`.
+        // SAFETY: step s reads words 32s..32s+32, which lie inside `words`.
         unsafe {
             let step = p.add(32 * s);
-            for k in 0..4 {
-                _mm_prefetch::<_MM_HINT_T1>(
-                    step.wrapping_byte_add(READ_PREFETCH_BYTES + 64 * k) as *const i8
-                );
-            }
+            prefetch_step_ahead(step);
             for (k, a) in acc.iter_mut().enumerate() {
                 *a = _mm512_add_epi64(*a, _mm512_loadu_si512(step.add(8 * k) as *const _));
             }
@@ -151,11 +158,7 @@ fn sum_words_avx2(words: &[u64]) -> u64 {
         // SAFETY: as in `sum_words_avx512`.
         unsafe {
             let step = p.add(32 * s);
-            for k in 0..4 {
-                _mm_prefetch::<_MM_HINT_T1>(
-                    step.wrapping_byte_add(READ_PREFETCH_BYTES + 64 * k) as *const i8
-                );
-            }
+            prefetch_step_ahead(step);
             for (k, a) in acc.iter_mut().enumerate() {
                 *a = _mm256_add_epi64(*a, _mm256_loadu_si256(step.add(4 * k) as *const _));
             }
