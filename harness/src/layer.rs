@@ -20,15 +20,17 @@
 //! group also times the read probe as one more interleaved operation
 //! ([`ReadProbe`]) and reports its fractions against that: DRAM bandwidth on
 //! a shared machine drifts within seconds, so a probe taken at the start
-//! does not describe what a kernel saw minutes later.
+//! does not describe what a kernel saw minutes later. A hot group times a
+//! same-size read per weight size instead ([`CacheProbe`]): cache-hot weights
+//! outrun DRAM, and their roof is the cache level they sit in.
 
-use crate::measure::bandwidth::{probe_buffer, probe_bytes, ReadProbe};
+use crate::measure::bandwidth::{probe_buffer, probe_bytes, CacheProbe, ReadProbe};
 use crate::measure::roofline::Roofline;
 use crate::measure::{time_interleaved, SystemInfo, TimingPlan};
 use crate::output::{Row, Sink};
 use crate::synth;
 use anyhow::Context;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::Instant;
 use ternbench_kernels::activations::Activations;
@@ -338,10 +340,30 @@ fn run_group(
             p.read(exec)
         }
     };
+    // In a hot group, one same-size read per weight size (up to the
+    // last-level cache; past it the weights come from DRAM), timed after the
+    // kernels: each kernel's roof in the cache level its weights sit in.
+    let cache_probes: Vec<CacheProbe> = if bench.roofline && !bench.cold {
+        let sizes: BTreeSet<usize> = timed
+            .iter()
+            .map(|&i| packed[i].copies[0].weight_bytes)
+            .filter(|&b| b as u64 <= sys.last_level_cache_bytes)
+            .collect();
+        sizes.into_iter().map(CacheProbe::new).collect()
+    } else {
+        Vec::new()
+    };
+    let mut cache_ops: Vec<Box<dyn FnMut() + '_>> = cache_probes
+        .iter()
+        .map(|p| Box::new(move || p.read(exec)) as Box<dyn FnMut() + '_>)
+        .collect();
     let mut op_refs: Vec<&mut dyn FnMut()> = ops
         .iter_mut()
         .map(|b| b.as_mut() as &mut dyn FnMut())
         .collect();
+    if !op_refs.is_empty() {
+        op_refs.extend(cache_ops.iter_mut().map(|b| b.as_mut() as &mut dyn FnMut()));
+    }
     let probed = !probe_words.is_empty() && !op_refs.is_empty();
     if probed {
         op_refs.push(&mut probe_op);
@@ -353,12 +375,24 @@ fn run_group(
     };
     drop(op_refs);
     drop(ops);
+    drop(cache_ops);
     let bandwidth = if probed {
         let probe_stats = stats.pop().expect("the probe was timed last");
         let bytes = probe.as_ref().map_or(0, |p| p.bytes_per_call());
         Some(bytes as f64 / probe_stats.median)
     } else {
         roofline.bandwidth(exec.n_threads())
+    };
+    // GB/s of each same-size read, by weight bytes.
+    let cache_read: HashMap<usize, f64> = if stats.len() > timed.len() {
+        let cache_stats = stats.split_off(timed.len());
+        cache_probes
+            .iter()
+            .zip(cache_stats)
+            .map(|(p, s)| (p.bytes(), p.bytes() as f64 / s.median))
+            .collect()
+    } else {
+        HashMap::new()
     };
     let mut medians: Vec<Option<f64>> = vec![None; packed.len()];
     for (j, &i) in timed.iter().enumerate() {
@@ -418,7 +452,11 @@ fn run_group(
             let gops = 2.0 * (shape.rows * shape.cols * batch) as f64 / median;
             row.gbs = Some(gbs);
             row.gops = Some(gops);
-            row.roofline_fraction = row.mem_bandwidth_gbs.map(|bw| gbs / bw);
+            row.cache_read_gbs = cache_read.get(&weight_bytes).copied();
+            row.roofline_fraction = row
+                .cache_read_gbs
+                .or(row.mem_bandwidth_gbs)
+                .map(|bw| gbs / bw);
             row.compute_fraction = roofline
                 .compute_roof(info, exec.n_threads())
                 .map(|roof| gops / roof);

@@ -45,6 +45,10 @@ pub struct Row {
     /// group's kernels, for `model` tg rows the mean of probes taken just
     /// before and after each timed run, otherwise one probe at the start.
     pub mem_bandwidth_gbs: Option<f64>,
+    /// Hot `layer` rows: the read rate of a buffer the size of the kernel's
+    /// weights, re-read whole and timed interleaved with the group's kernels
+    /// (so cached where the weights are); none past the last-level cache.
+    pub cache_read_gbs: Option<f64>,
     pub kernel: String,
     pub kernel_isa: String,
     pub wtype: String,
@@ -87,6 +91,7 @@ pub struct Row {
     pub gbs: Option<f64>,
     /// 2 * rows * cols * batch / median time (a multiply-add counts 2).
     pub gops: Option<f64>,
+    /// gbs / cache_read_gbs where there is one (hot `layer` rows), else
     /// gbs / mem_bandwidth_gbs.
     pub roofline_fraction: Option<f64>,
     /// gops / the peak rate of the kernel's ISA (int8 dot product, or f32 FMA
@@ -126,6 +131,7 @@ impl Row {
             os_kernel: sys.kernel.clone(),
             huge_pages: sys.huge_pages.clone(),
             mem_bandwidth_gbs: None,
+            cache_read_gbs: None,
             kernel: String::new(),
             kernel_isa: String::new(),
             wtype: String::new(),

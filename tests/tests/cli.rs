@@ -191,6 +191,42 @@ fn cold_layer_rows_report_their_roofline_fractions() {
 }
 
 #[test]
+fn hot_layer_rows_are_judged_against_a_same_size_read() {
+    let out = run(&[
+        "layer",
+        "--kernel",
+        "i2s-scalar,q8_0-scalar",
+        "--shape",
+        "64x1024",
+        "--reps",
+        "2",
+        "--warmup-ms",
+        "1",
+        "--min-sample-ms",
+        "1",
+        "--format",
+        "csv",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let rows = csv_rows(&stdout);
+    // i2s, q8_0 and the f16 baseline: three weight sizes, three reads.
+    assert_eq!(rows.len(), 3, "{stdout}");
+    for row in &rows {
+        assert_eq!(row["cold"], "false");
+        let cache: f64 = row["cache_read_gbs"].parse().unwrap();
+        let dram: f64 = row["mem_bandwidth_gbs"].parse().unwrap();
+        let fraction: f64 = row["roofline_fraction"].parse().unwrap();
+        let gbs: f64 = row["gbs"].parse().unwrap();
+        assert!(cache > 0.0 && dram > 0.0, "{row:?}");
+        assert!(
+            (fraction - gbs / cache).abs() <= 1e-9 * fraction.max(1.0),
+            "{row:?}"
+        );
+    }
+}
+
+#[test]
 fn bandwidth_prints_read_and_peak_rates_per_thread_count() {
     let out = run(&["bandwidth", "--threads", "1,2", "--format", "csv"]);
     let (stdout, stderr) = text(&out);

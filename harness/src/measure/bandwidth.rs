@@ -40,8 +40,13 @@ pub fn read_bandwidth(buffer: &[u64], threads: usize, passes: usize) -> Result<f
 /// Sums `words` with every thread of `exec`, in chunks of 1 MiB shared out
 /// dynamically like kernel rows.
 fn read_words(words: &[u64], exec: &Executor) {
+    read_words_in_chunks(words, exec, (1 << 20) / 8);
+}
+
+/// Sums `words` with every thread of `exec`, `chunk` words at a time.
+fn read_words_in_chunks(words: &[u64], exec: &Executor, chunk: usize) {
     let total = std::sync::atomic::AtomicU64::new(0);
-    exec.for_each_chunk(words.len(), (1 << 20) / 8, &|r| {
+    exec.for_each_chunk(words.len(), chunk, &|r| {
         total.fetch_add(sum_words(&words[r]), std::sync::atomic::Ordering::Relaxed);
     });
     std::hint::black_box(total.into_inner());
@@ -88,6 +93,38 @@ impl<'a> ReadProbe<'a> {
     }
 }
 
+/// The read roof of cache-hot weights: a buffer the size of a kernel's
+/// packed weights, read whole on every call. Timed interleaved with the
+/// kernels of a hot `layer` group, it sits in the same cache level as their
+/// weights (L2, L3 or, past the last-level cache, DRAM), so the rate it
+/// reads at is what a kernel that only streams its weights could reach.
+pub struct CacheProbe {
+    words: Vec<u64>,
+}
+
+impl CacheProbe {
+    pub fn new(bytes: usize) -> Self {
+        CacheProbe {
+            words: probe_buffer(bytes.max(8)),
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
+    /// Reads the whole buffer with every thread of `exec`, split like a
+    /// kernel's rows: about 8 chunks per thread, whole 512-byte steps.
+    pub fn read(&self, exec: &Executor) {
+        let chunk = self
+            .words
+            .len()
+            .div_ceil(8 * exec.n_threads())
+            .next_multiple_of(64);
+        read_words_in_chunks(&self.words, exec, chunk);
+    }
+}
+
 /// A buffer of `bytes` with every page touched (so the probe measures reads, not page faults).
 pub fn probe_buffer(bytes: usize) -> Vec<u64> {
     (0..bytes / 8).map(|i| i as u64).collect()
@@ -113,6 +150,10 @@ mod tests {
         }
         assert_eq!(probe.next, 3 << 17);
         assert_eq!(ReadProbe::new(&buf, 1 << 30).bytes_per_call(), 4 << 20);
+        let cache = CacheProbe::new(100_000);
+        assert_eq!(cache.bytes(), 100_000);
+        cache.read(&exec);
+        assert_eq!(CacheProbe::new(0).bytes(), 8);
         if std::env::var_os("TERNBENCH_PROBE_MIB").is_none() {
             assert_eq!(probe_bytes(32 << 20), 512 << 20);
             assert_eq!(probe_bytes(128 << 20), 1 << 30);
