@@ -343,16 +343,16 @@ fn run_group(
     // In a hot group, one same-size read per weight size (up to the
     // last-level cache; past it the weights come from DRAM), timed after the
     // kernels: each kernel's roof in the cache level its weights sit in.
-    let cache_probes: Vec<CacheProbe> = if bench.roofline && !bench.cold {
-        let sizes: BTreeSet<usize> = timed
+    let cache_sizes: BTreeSet<usize> = if bench.roofline && !bench.cold {
+        timed
             .iter()
             .map(|&i| packed[i].copies[0].weight_bytes)
             .filter(|&b| b as u64 <= sys.last_level_cache_bytes)
-            .collect();
-        sizes.into_iter().map(CacheProbe::new).collect()
+            .collect()
     } else {
-        Vec::new()
+        BTreeSet::new()
     };
+    let cache_probes: Vec<CacheProbe> = cache_sizes.iter().map(|&b| CacheProbe::new(b)).collect();
     let mut cache_ops: Vec<Box<dyn FnMut() + '_>> = cache_probes
         .iter()
         .map(|p| Box::new(move || p.read(exec)) as Box<dyn FnMut() + '_>)
@@ -383,13 +383,15 @@ fn run_group(
     } else {
         roofline.bandwidth(exec.n_threads())
     };
-    // GB/s of each same-size read, by weight bytes.
+    // GB/s of each same-size read, by weight bytes (the probe reads them
+    // rounded down to whole words).
     let cache_read: HashMap<usize, f64> = if stats.len() > timed.len() {
         let cache_stats = stats.split_off(timed.len());
-        cache_probes
+        cache_sizes
             .iter()
+            .zip(&cache_probes)
             .zip(cache_stats)
-            .map(|(p, s)| (p.bytes(), p.bytes() as f64 / s.median))
+            .map(|((&size, p), s)| (size, p.bytes() as f64 / s.median))
             .collect()
     } else {
         HashMap::new()

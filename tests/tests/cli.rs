@@ -195,9 +195,9 @@ fn hot_layer_rows_are_judged_against_a_same_size_read() {
     let out = run(&[
         "layer",
         "--kernel",
-        "i2s-scalar,q8_0-scalar",
+        "i2s-scalar,tq1-scalar",
         "--shape",
-        "64x1024",
+        "5x256",
         "--reps",
         "2",
         "--warmup-ms",
@@ -210,7 +210,8 @@ fn hot_layer_rows_are_judged_against_a_same_size_read() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     let rows = csv_rows(&stdout);
-    // i2s, q8_0 and the f16 baseline: three weight sizes, three reads.
+    // i2s, tq1 (270 bytes: not whole words) and the f16 baseline: three
+    // weight sizes, three reads.
     assert_eq!(rows.len(), 3, "{stdout}");
     for row in &rows {
         assert_eq!(row["cold"], "false");
