@@ -385,17 +385,14 @@ fn run_group(
     };
     // GB/s of each same-size read, by weight bytes (the probe reads them
     // rounded down to whole words).
-    let cache_read: HashMap<usize, f64> = if stats.len() > timed.len() {
-        let cache_stats = stats.split_off(timed.len());
-        cache_sizes
-            .iter()
-            .zip(&cache_probes)
-            .zip(cache_stats)
-            .map(|((&size, p), s)| (size, p.bytes() as f64 / s.median))
-            .collect()
-    } else {
-        HashMap::new()
-    };
+    // (Nothing was timed when no kernel verified: then both are empty.)
+    let cache_stats = stats.split_off(timed.len());
+    let cache_read: HashMap<usize, f64> = cache_sizes
+        .iter()
+        .zip(&cache_probes)
+        .zip(cache_stats)
+        .map(|((&size, p), s)| (size, p.bytes() as f64 / s.median))
+        .collect();
     let mut medians: Vec<Option<f64>> = vec![None; packed.len()];
     for (j, &i) in timed.iter().enumerate() {
         // A kernel must also be deterministic: the last timed output must

@@ -15,8 +15,8 @@
 //!   columns: no overflow below 2^23 columns (checked). Four rows share each
 //!   activation load; 16 accumulators hide the `vpdpbusd` latency; the rows
 //!   [`PREFETCH_TILES`] tiles ahead are prefetched into L2 in address order
-//!   while these are computed ([`crate::x86_64::InOrderPrefetch`] order; from DRAM 1.8x faster at
-//!   6912x2560 on Zen 4 than the rows' own prefetch; 4 tiles into L2 a
+//!   while these are computed (from DRAM 1.8x faster at 6912x2560 on Zen 4
+//!   than the rows' own prefetch; 4 tiles into L2 a
 //!   further 1.2x over the next tile into L1: a 2.5 KB tile takes this loop
 //!   ~70 ns, less than a DRAM access). One line is prefetched beside each
 //!   row's load: the same 4 lines as a burst at the top of each step left
@@ -222,36 +222,25 @@ unsafe fn gemv_rows<const R: usize, const PREFETCH: bool>(
     a: *const i8,
     nblocks: usize,
 ) -> [__m512i; R] {
-    let masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| _mm512_set1_epi8(m as i8));
     // The rows are contiguous: tiles lie R rows apart.
     let ahead = w[0].wrapping_add(PREFETCH_TILES * R * nblocks * 32);
     let mut acc = [[_mm512_setzero_si512(); 4]; R];
-    // One step: block pair p of every row; `load(i)` gives row i's codes.
-    let mut step = |p: usize, load: &dyn Fn(usize) -> __m512i| {
-        // SAFETY: activation vectors 4p..4p+4 lie inside the row (caller).
-        let av: [__m512i; 4] = std::array::from_fn(|k| unsafe {
-            _mm512_loadu_si512(a.add(256 * p + 64 * k) as *const _)
-        });
-        for i in 0..R {
-            let wv = load(i);
-            for k in 0..4 {
-                acc[i][k] = _mm512_dpbusd_epi32(acc[i][k], _mm512_and_si512(wv, masks[k]), av[k]);
-            }
-        }
-    };
     for p in 0..nblocks / 2 {
-        step(p, &|i| {
-            if PREFETCH {
-                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add((p * R + i) * 64) as *const i8);
-            }
-            // SAFETY: blocks 2p and 2p+1 exist.
-            unsafe { _mm512_loadu_si512(w[i].add(64 * p) as *const _) }
-        });
+        // SAFETY: activation vectors 4p..4p+4 lie inside the row (caller).
+        unsafe {
+            gemv_step(&mut acc, a, p, |i| {
+                if PREFETCH {
+                    _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add((p * R + i) * 64) as *const i8);
+                }
+                // SAFETY: blocks 2p and 2p+1 exist.
+                _mm512_loadu_si512(w[i].add(64 * p) as *const _)
+            })
+        };
     }
     if nblocks % 2 == 1 {
         let p = nblocks / 2;
-        // SAFETY: the lone last block exists.
-        step(p, &|i| unsafe { load_pair(w[i], p, nblocks) });
+        // SAFETY: the lone last block exists; its activations are in the row.
+        unsafe { gemv_step(&mut acc, a, p, |i| load_pair(w[i], p, nblocks)) };
     }
     // Every product in accumulator k is a multiple of 4^(3-k): exact shifts.
     acc.map(|a| {
@@ -259,6 +248,31 @@ unsafe fn gemv_rows<const R: usize, const PREFETCH: bool>(
         let lo = _mm512_add_epi32(_mm512_srai_epi32::<2>(a[2]), a[3]);
         _mm512_add_epi32(hi, lo)
     })
+}
+
+/// One step of [`gemv_rows`]: block pair `p` of every row, `load(i)` giving
+/// row i's 64 code bytes, masked four ways into the row's accumulators.
+///
+/// # Safety
+/// `a` must hold activation vectors 4p..4p+4.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemv_step<const R: usize>(
+    acc: &mut [[__m512i; 4]; R],
+    a: *const i8,
+    p: usize,
+    load: impl Fn(usize) -> __m512i,
+) {
+    let masks = [0xC0u8, 0x30, 0x0C, 0x03].map(|m| _mm512_set1_epi8(m as i8));
+    // SAFETY: activation vectors 4p..4p+4 are readable (caller).
+    let av: [__m512i; 4] =
+        std::array::from_fn(|k| unsafe { _mm512_loadu_si512(a.add(256 * p + 64 * k) as *const _) });
+    for (i, acc) in acc.iter_mut().enumerate() {
+        let wv = load(i);
+        for k in 0..4 {
+            acc[k] = _mm512_dpbusd_epi32(acc[k], _mm512_and_si512(wv, masks[k]), av[k]);
+        }
+    }
 }
 
 /// Codes (0..2) of group `k` (elements 32k..32k+32 of each block) of a pair.
